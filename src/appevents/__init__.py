@@ -1,0 +1,35 @@
+"""appevents: application events for Temporal apps, carried by OpenTelemetry and delivered without loss.
+
+Everyday API::
+
+    from appevents import EventStore, Event
+
+    await EventStore.publish_event(Event(event_type="order.received", data={"order_id": "o-1"}))
+
+``publish_event`` validates nothing more (``Event(...)`` already did), enriches the metadata from the current
+Temporal/OTel context, emits one OpenTelemetry log record and returns — it never raises and never waits for
+delivery. Exporters (``local`` SQLite log by default; ``dapr``, ``segment``, ``otlp``, ``console``) deliver from
+their own threads. Configure with ``APPEVENTS_*`` environment variables or :func:`configure`.
+"""
+
+from appevents.delivery import DeliveryStats
+from appevents.errors import AppEventsError, ConfigurationError
+from appevents.models import ApplicationEventNames, Event, EventMetadata, EventTypes, WorkflowStates
+from appevents.settings import AppEventsSettings
+from appevents.store import EventStore, configure
+from appevents.version import __version__
+
+__all__ = [
+    "AppEventsError",
+    "AppEventsSettings",
+    "ApplicationEventNames",
+    "ConfigurationError",
+    "DeliveryStats",
+    "Event",
+    "EventMetadata",
+    "EventStore",
+    "EventTypes",
+    "WorkflowStates",
+    "__version__",
+    "configure",
+]

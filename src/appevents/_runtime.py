@@ -1,0 +1,56 @@
+"""Facts about where the current code runs, looked up cheaply and without importing optional packages.
+
+temporalio is an optional dependency: when it has not been imported, no code can be running inside a Temporal
+workflow or activity, so the lookups below answer without importing it.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from typing import Any
+
+from appevents.settings import DEFAULT_MAX_EVENT_BYTES
+
+_max_event_bytes = DEFAULT_MAX_EVENT_BYTES
+
+
+def set_max_event_bytes(limit: int) -> None:
+    """Set the ``data`` size cap applied at :class:`~appevents.Event` construction (from the active settings)."""
+    global _max_event_bytes
+    _max_event_bytes = limit
+
+
+def max_event_bytes() -> int:
+    return _max_event_bytes
+
+
+def temporal_workflow_module() -> Any | None:
+    """``temporalio.workflow`` if the caller runs inside a workflow, else None."""
+    workflow = sys.modules.get("temporalio.workflow")
+    if workflow is not None and workflow.in_workflow():
+        return workflow
+    return None
+
+
+def temporal_activity_module() -> Any | None:
+    """``temporalio.activity`` if the caller runs inside an activity, else None."""
+    activity = sys.modules.get("temporalio.activity")
+    if activity is not None and activity.in_activity():
+        return activity
+    return None
+
+
+def new_event_id() -> str:
+    """A fresh UUID; inside a workflow from ``workflow.uuid4()`` so a re-executed workflow task repeats it."""
+    workflow = temporal_workflow_module()
+    if workflow is not None:
+        return str(workflow.uuid4())
+    return str(uuid.uuid4())
+
+
+def is_replaying(workflow: Any) -> bool:
+    """True while the workflow replays history events (queries and live execution answer False)."""
+    unsafe = workflow.unsafe
+    check = getattr(unsafe, "is_replaying_history_events", None) or unsafe.is_replaying
+    return bool(check())

@@ -1,0 +1,119 @@
+"""Enrichment: small steps that fill an event's metadata from the context it is published in.
+
+Each step is a function ``(event, settings) -> None`` with one job, applied in the order of
+:data:`DEFAULT_ENRICHERS`. Every step **fills gaps and never overwrites** a field the caller set (the seed's
+enrichment replaced a ``workflow_end`` event's terminal state with "running"; here the caller's value wins).
+
+Workflow code is deterministic and sandboxed: inside a workflow the steps read ``workflow.info()`` and
+``workflow.now()`` only — no wall clock, no environment, no I/O — so they are safe there and on replay.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry import trace
+
+from appevents import _runtime
+from appevents.models import Event, WorkflowStates
+from appevents.settings import AppEventsSettings
+from appevents.version import __version__
+
+__all__ = [
+    "DEFAULT_ENRICHERS",
+    "Enricher",
+    "add_application",
+    "add_created_timestamp",
+    "add_temporal_activity",
+    "add_temporal_workflow",
+    "add_topic",
+    "add_trace_context",
+    "enrich",
+]
+
+Enricher = Callable[[Event, AppEventsSettings], None]
+
+
+def _fill(target: Any, field: str, value: object) -> None:
+    if value is not None and getattr(target, field) is None:
+        setattr(target, field, value)
+
+
+def add_application(event: Event, settings: AppEventsSettings) -> None:
+    """Application name, tenant id and appevents version."""
+    metadata = event.metadata
+    _fill(metadata, "application_name", settings.application_name)
+    _fill(metadata, "tenant_id", settings.tenant_id)
+    _fill(metadata, "sdk_version", __version__)
+
+
+def add_created_timestamp(event: Event, settings: AppEventsSettings) -> None:
+    """Unix seconds; inside a workflow from ``workflow.now()`` (deterministic)."""
+    if event.metadata.created_timestamp is not None:
+        return
+    workflow = _runtime.temporal_workflow_module()
+    now = workflow.now().timestamp() if workflow is not None else time.time()
+    event.metadata.created_timestamp = int(now)
+
+
+def add_topic(event: Event, settings: AppEventsSettings) -> None:
+    """Topic derived from the event type, with the configured prefix."""
+    _fill(event.metadata, "topic_name", f"{settings.topic_prefix}{event.event_type}")
+
+
+def add_temporal_workflow(event: Event, settings: AppEventsSettings) -> None:
+    """Workflow type, id, run id and state when published from workflow code."""
+    workflow = _runtime.temporal_workflow_module()
+    if workflow is None:
+        return
+    info = workflow.info()
+    metadata = event.metadata
+    _fill(metadata, "workflow_type", info.workflow_type)
+    _fill(metadata, "workflow_id", info.workflow_id)
+    _fill(metadata, "workflow_run_id", info.run_id)
+    _fill(metadata, "workflow_state", WorkflowStates.RUNNING.value)
+
+
+def add_temporal_activity(event: Event, settings: AppEventsSettings) -> None:
+    """Activity type, id and attempt, plus the parent workflow, when published from an activity."""
+    activity = _runtime.temporal_activity_module()
+    if activity is None:
+        return
+    info = activity.info()
+    metadata = event.metadata
+    _fill(metadata, "activity_type", info.activity_type)
+    _fill(metadata, "activity_id", info.activity_id)
+    _fill(metadata, "attempt", info.attempt)
+    _fill(metadata, "workflow_type", info.workflow_type)
+    _fill(metadata, "workflow_id", info.workflow_id)
+    _fill(metadata, "workflow_run_id", info.workflow_run_id)
+    # An activity runs on behalf of a workflow that has not finished yet.
+    _fill(metadata, "workflow_state", WorkflowStates.RUNNING.value)
+
+
+def add_trace_context(event: Event, settings: AppEventsSettings) -> None:
+    """Trace and span id of the current OpenTelemetry span, when there is a valid one."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return
+    _fill(event.metadata, "trace_id", format(context.trace_id, "032x"))
+    _fill(event.metadata, "span_id", format(context.span_id, "016x"))
+
+
+DEFAULT_ENRICHERS: tuple[Enricher, ...] = (
+    add_application,
+    add_created_timestamp,
+    add_topic,
+    add_temporal_workflow,
+    add_temporal_activity,
+    add_trace_context,
+)
+
+
+def enrich(event: Event, settings: AppEventsSettings, enrichers: Sequence[Enricher] = DEFAULT_ENRICHERS) -> Event:
+    """Apply ``enrichers`` in order to ``event`` (in place) and return it."""
+    for step in enrichers:
+        step(event, settings)
+    return event

@@ -1,0 +1,161 @@
+"""The emission pipeline: an OTel ``LoggerProvider`` whose processors feed our exporters.
+
+``Pipeline.emit`` is the only part on the caller's path: one ``Logger.emit`` (an in-memory append per exporter
+queue). Everything else — serialising batches, network and disk — runs on each exporter's worker thread.
+
+Exporters are found by name in the ``appevents.exporters`` entry-point group; each entry point is a factory
+``(settings) -> LogRecordExporter | None`` (None: the exporter decided it is disabled, and said why once).
+The exporter distributions (``appevents-exporter-dapr``, ``appevents-exporter-segment``) register there, so the
+core never imports them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
+from typing import Protocol
+
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
+from opentelemetry.sdk.resources import Resource
+
+from appevents.delivery import DeliveryProcessor, DeliveryStats
+from appevents.errors import ConfigurationError
+from appevents.models import Event
+from appevents.records import LOGGER_NAME, record_attributes
+from appevents.settings import AppEventsSettings
+from appevents.version import __version__
+
+__all__ = [
+    "EXPORTER_ENTRY_POINT_GROUP",
+    "ExporterFactory",
+    "Pipeline",
+    "available_exporters",
+    "build_pipeline",
+    "create_console_exporter",
+    "create_otlp_exporter",
+    "load_exporter",
+]
+
+EXPORTER_ENTRY_POINT_GROUP = "appevents.exporters"
+_logger = logging.getLogger(__name__)
+
+
+class ExporterFactory(Protocol):
+    def __call__(self, settings: AppEventsSettings) -> LogRecordExporter | None: ...
+
+
+def available_exporters() -> list[str]:
+    """Names of the exporters installed in this environment."""
+    return sorted({ep.name for ep in entry_points(group=EXPORTER_ENTRY_POINT_GROUP)})
+
+
+def load_exporter(name: str, settings: AppEventsSettings) -> LogRecordExporter | None:
+    """Build the exporter registered as ``name``; :class:`ConfigurationError` if none is installed."""
+    matches = entry_points(group=EXPORTER_ENTRY_POINT_GROUP, name=name)
+    if not matches:
+        raise ConfigurationError(
+            f"no appevents exporter named {name!r} is installed (installed: {', '.join(available_exporters())}); "
+            f"install its distribution, e.g. `pip install 'appevents[{name}]'`, or fix APPEVENTS_EXPORTERS"
+        )
+    factory: ExporterFactory = next(iter(matches)).load()
+    return factory(settings)
+
+
+def create_console_exporter(settings: AppEventsSettings) -> LogRecordExporter:
+    """``console``: the OTel SDK's console exporter (one JSON log record per event on stdout)."""
+    return ConsoleLogRecordExporter()
+
+
+def create_otlp_exporter(settings: AppEventsSettings) -> LogRecordExporter:
+    """``otlp``: the standard OTLP/HTTP log exporter, configured by the ``OTEL_EXPORTER_OTLP_*`` variables."""
+    try:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    except ImportError as exc:
+        raise ConfigurationError(
+            "the otlp exporter needs opentelemetry-exporter-otlp-proto-http: pip install 'appevents[otlp]'"
+        ) from exc
+    return OTLPLogExporter()
+
+
+def _resource(settings: AppEventsSettings) -> Resource:
+    # Resource.create reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME itself; explicit settings win.
+    return Resource.create(
+        {
+            "service.name": settings.application_name,
+            "appevents.tenant_id": settings.tenant_id,
+            "telemetry.sdk.appevents.version": __version__,
+        }
+    )
+
+
+class Pipeline:
+    """A configured LoggerProvider plus the delivery processors of its exporters."""
+
+    def __init__(
+        self,
+        settings: AppEventsSettings,
+        exporters: Mapping[str, LogRecordExporter],
+        extra_processors: Iterable[LogRecordProcessor] = (),
+    ) -> None:
+        self.settings = settings
+        self.provider = LoggerProvider(resource=_resource(settings), shutdown_on_exit=False)
+        self.processors: dict[str, DeliveryProcessor] = {}
+        for name, exporter in exporters.items():
+            processor = DeliveryProcessor(
+                exporter,
+                name=name,
+                max_queue_size=settings.max_queue_size,
+                max_export_batch_size=settings.max_export_batch_size,
+                schedule_delay_s=settings.schedule_delay_ms / 1000,
+            )
+            self.processors[name] = processor
+            self.provider.add_log_record_processor(processor)
+        self._extra = list(extra_processors)
+        for extra in self._extra:
+            self.provider.add_log_record_processor(extra)
+        self.logger = self.provider.get_logger(LOGGER_NAME, __version__)
+
+    @property
+    def has_destinations(self) -> bool:
+        return bool(self.processors or self._extra)
+
+    def emit(self, event: Event, body: str, timestamp_ns: int) -> None:
+        """Hand one enriched event to every exporter queue (caller's path: memory only)."""
+        self.logger.emit(
+            timestamp=timestamp_ns,
+            severity_number=SeverityNumber.INFO,
+            body=body,
+            attributes=record_attributes(event),
+            event_name=event.event_type,
+        )
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until everything emitted so far has been exported; False if the timeout ran out first."""
+        return bool(self.provider.force_flush(int(timeout_s * 1000)))
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        for processor in self.processors.values():
+            processor.shutdown(int(timeout_s * 1000))
+        for extra in self._extra:
+            extra.shutdown()
+
+    def stats(self) -> dict[str, DeliveryStats]:
+        return {name: processor.stats() for name, processor in self.processors.items()}
+
+
+def build_pipeline(
+    settings: AppEventsSettings,
+    exporters: Mapping[str, LogRecordExporter] | None = None,
+    extra_processors: Iterable[LogRecordProcessor] = (),
+) -> Pipeline:
+    """Build the pipeline for ``settings``: the named exporters plus any given instances."""
+    built: dict[str, LogRecordExporter] = {}
+    for name in settings.exporters:
+        exporter = load_exporter(name, settings)
+        if exporter is not None:
+            built[name] = exporter
+    built.update(exporters or {})
+    return Pipeline(settings, built, extra_processors)

@@ -1,0 +1,73 @@
+"""How an :class:`~appevents.Event` travels as an OpenTelemetry log record, and back.
+
+Mapping (lossless; exporters and the OTLP bridge rely on it):
+
+=====================  ===========================================================================
+log record field       value
+=====================  ===========================================================================
+``event_name``         ``event.event_type`` — the OTel event name identifies the class of event
+``body``               ``event.model_dump_json()`` — the whole event, so ``Event.model_validate_json``
+                       rebuilds it exactly (ints stay ints, key order kept)
+``timestamp``          publish time in ns (``workflow.now()`` inside workflows)
+``severity``           INFO
+attribute ``appevents.event_id``    ``event.event_id`` (marks the record as an appevents event)
+attribute ``appevents.event_name``  ``event.event_name``, only for lifecycle events
+trace / span ids       from the OTel context current at publish time
+=====================  ===========================================================================
+
+Attributes are kept few on purpose: each one costs the OTel SDK about 1.7 µs on the caller's path, and the body
+already carries every field.
+"""
+
+from __future__ import annotations
+
+from opentelemetry._logs import LogRecord
+from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
+
+from appevents.models import Event
+
+__all__ = [
+    "EVENT_ID_ATTRIBUTE",
+    "EVENT_NAME_ATTRIBUTE",
+    "LOGGER_NAME",
+    "event_from_record",
+    "event_json_from_record",
+    "record_attributes",
+]
+
+LOGGER_NAME = "appevents"
+EVENT_ID_ATTRIBUTE = "appevents.event_id"
+EVENT_NAME_ATTRIBUTE = "appevents.event_name"
+
+AnyLogRecord = ReadableLogRecord | ReadWriteLogRecord | LogRecord
+
+
+def record_attributes(event: Event) -> dict[str, str]:
+    """The attributes put on an event's log record (and on its span event)."""
+    if event.event_name is None:
+        return {EVENT_ID_ATTRIBUTE: event.event_id}
+    return {EVENT_ID_ATTRIBUTE: event.event_id, EVENT_NAME_ATTRIBUTE: event.event_name}
+
+
+def _api_record(record: AnyLogRecord) -> LogRecord:
+    if isinstance(record, ReadableLogRecord | ReadWriteLogRecord):
+        return record.log_record
+    return record
+
+
+def event_json_from_record(record: AnyLogRecord) -> str | None:
+    """The event JSON carried by ``record``, or None when the record is not an appevents event.
+
+    Exporters may be attached to a shared LoggerProvider (``opentelemetry-instrument``); they skip other logs.
+    """
+    log_record = _api_record(record)
+    attributes = log_record.attributes
+    if not attributes or EVENT_ID_ATTRIBUTE not in attributes or not isinstance(log_record.body, str):
+        return None
+    return log_record.body
+
+
+def event_from_record(record: AnyLogRecord) -> Event | None:
+    """Rebuild the :class:`Event` a log record carries (None for records that are not appevents events)."""
+    body = event_json_from_record(record)
+    return None if body is None else Event.model_validate_json(body)

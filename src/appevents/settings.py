@@ -1,0 +1,64 @@
+"""Configuration: one pydantic-settings object, read from the environment, overridable in code.
+
+The seed's configuration names keep working (``EVENT_STORE_NAME``, ``DAPR_BINDING_OPERATION_CREATE``,
+``APP_TENANT_ID``, ``APPLICATION_NAME``, ``ATLAN_BASE_URL``); the ``APPEVENTS_`` names take precedence.
+The OpenTelemetry standard ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` are honoured for the resource.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["DEFAULT_MAX_EVENT_BYTES", "AppEventsSettings"]
+
+DEFAULT_MAX_EVENT_BYTES = 256 * 1024
+
+
+class AppEventsSettings(BaseSettings):
+    """Everything the core pipeline needs. Exporter distributions read their own ``APPEVENTS_<NAME>_*`` settings."""
+
+    model_config = SettingsConfigDict(env_prefix="APPEVENTS_", extra="ignore", populate_by_name=True)
+
+    application_name: str = Field(
+        default="default",
+        validation_alias=AliasChoices("APPEVENTS_APPLICATION_NAME", "APPLICATION_NAME", "OTEL_SERVICE_NAME"),
+    )
+    tenant_id: str = Field(
+        default="default", validation_alias=AliasChoices("APPEVENTS_TENANT_ID", "APP_TENANT_ID")
+    )
+    #: Exporter names, looked up in the ``appevents.exporters`` entry-point group.
+    exporters: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["local"])
+    local_path: Path = Path(".appevents/events.db")
+    max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, gt=0)
+    #: Prefix put before the event type to form ``metadata.topic_name`` (empty: the topic is the event type).
+    topic_prefix: str = ""
+    #: Extra resource attributes, ``k=v,k2=v2`` (the OTel standard variable).
+    otel_resource_attributes: str = Field(default="", validation_alias=AliasChoices("OTEL_RESOURCE_ATTRIBUTES"))
+    #: Seed names, kept for compatibility and used by the Dapr exporter.
+    event_store_name: str = Field(
+        default="eventstore", validation_alias=AliasChoices("APPEVENTS_EVENT_STORE_NAME", "EVENT_STORE_NAME")
+    )
+    binding_operation: str = Field(
+        default="create",
+        validation_alias=AliasChoices("APPEVENTS_BINDING_OPERATION", "DAPR_BINDING_OPERATION_CREATE"),
+    )
+    base_url: str | None = Field(default=None, validation_alias=AliasChoices("APPEVENTS_BASE_URL", "ATLAN_BASE_URL"))
+    # Batching between the emitter and each exporter (OTel BatchLogRecordProcessor knobs).
+    max_queue_size: int = Field(default=20_000, gt=0)
+    max_export_batch_size: int = Field(default=512, gt=0)
+    schedule_delay_ms: int = Field(default=200, ge=0)
+    export_timeout_ms: int = Field(default=30_000, gt=0)
+    #: Also record each event as a span event on the current recording span.
+    span_events: bool = True
+
+    @field_validator("exporters", mode="before")
+    @classmethod
+    def _split_exporters(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value

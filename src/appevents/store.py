@@ -1,0 +1,207 @@
+"""``EventStore``: the seed's facade. Class methods only; no instance needed.
+
+``publish_event`` enriches the event and hands it to the OTel pipeline; it never raises and never waits for
+delivery (the seed's promise: fire-and-forget, graceful degradation). Failures after that point are the
+exporters' to retry, count and report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import ClassVar
+
+from opentelemetry import trace
+from opentelemetry.sdk._logs import LogRecordProcessor
+from opentelemetry.sdk._logs.export import LogRecordExporter
+
+from appevents import _runtime
+from appevents.delivery import DeliveryStats, LogOnce
+from appevents.enrichment import DEFAULT_ENRICHERS, Enricher, enrich
+from appevents.models import Event
+from appevents.pipeline import Pipeline, build_pipeline
+from appevents.records import record_attributes
+from appevents.settings import AppEventsSettings
+
+__all__ = ["EventStore", "configure"]
+
+_logger = logging.getLogger("appevents")
+
+
+class _State:
+    """What ``configure()`` set up. One per process, owned by :class:`EventStore`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pipeline: Pipeline | None = None
+        self.settings = AppEventsSettings.model_construct()
+        self.enrichers: tuple[Enricher, ...] = DEFAULT_ENRICHERS
+        self.configured = False
+        self.atexit_registered = False
+        self.log_once = LogOnce(_logger)
+        self.unpublished = 0
+
+
+def configure(
+    settings: AppEventsSettings | None = None,
+    *,
+    exporters: Mapping[str, LogRecordExporter] | None = None,
+    processors: Iterable[LogRecordProcessor] = (),
+    enrichers: Sequence[Enricher] | None = None,
+) -> Pipeline:
+    """Build (or rebuild) the event pipeline and make it the one ``EventStore`` publishes to.
+
+    ``settings`` defaults to :class:`AppEventsSettings` read from the environment (``APPEVENTS_*``).
+    ``exporters`` adds exporter instances by name to those named in ``settings.exporters``; ``processors`` adds
+    OTel log record processors as they are (the test kit uses this); ``enrichers`` replaces the enrichment steps.
+    A previous pipeline is flushed and shut down first. Raises :class:`~appevents.ConfigurationError` when a named
+    exporter is not installed or cannot be built — ``configure`` is the place where configuration errors surface.
+    """
+    return EventStore._configure(settings, exporters, processors, enrichers)
+
+
+class EventStore:
+    """Publish application events: validated, enriched, emitted as OTel log records, delivered by exporters."""
+
+    _state: ClassVar[_State] = _State()
+
+    # -- configuration -------------------------------------------------------------------------------------------
+    @classmethod
+    def _configure(
+        cls,
+        settings: AppEventsSettings | None,
+        exporters: Mapping[str, LogRecordExporter] | None,
+        processors: Iterable[LogRecordProcessor],
+        enrichers: Sequence[Enricher] | None,
+    ) -> Pipeline:
+        state = cls._state
+        settings = settings if settings is not None else AppEventsSettings()
+        with state.lock:
+            pipeline = build_pipeline(settings, exporters, processors)
+            previous, state.pipeline = state.pipeline, pipeline
+            state.settings = settings
+            state.enrichers = tuple(enrichers) if enrichers is not None else DEFAULT_ENRICHERS
+            state.configured = True
+            state.log_once.reset("no-destinations")
+            _runtime.set_max_event_bytes(settings.max_event_bytes)
+            if not state.atexit_registered:
+                atexit.register(cls.shutdown)
+                state.atexit_registered = True
+        if previous is not None:
+            previous.shutdown()
+        return pipeline
+
+    @classmethod
+    def _pipeline(cls) -> Pipeline | None:
+        state = cls._state
+        if not state.configured:
+            try:
+                cls._configure(None, None, (), None)
+            except Exception as exc:
+                state.configured = True  # configure once; do not retry (and warn) per event
+                state.log_once(
+                    "configure-failed",
+                    logging.WARNING,
+                    "appevents: could not configure the event pipeline from the environment (%s); events are "
+                    "not published. Call appevents.configure() to see the full error.",
+                    exc,
+                )
+        return state.pipeline
+
+    @classmethod
+    def pipeline(cls) -> Pipeline | None:
+        """The active pipeline (configured from the environment on first use), or None."""
+        return cls._pipeline()
+
+    # -- publishing ----------------------------------------------------------------------------------------------
+    @classmethod
+    def enrich_event_metadata(cls, event: Event) -> Event:
+        """Fill ``event.metadata`` from the current context (application, tenant, time, topic, Temporal workflow or
+        activity, trace). Fields already set are kept. Returns the same instance. Safe outside Temporal."""
+        return enrich(event, cls._state.settings, cls._state.enrichers)
+
+    @classmethod
+    def publish(cls, event: Event) -> None:
+        """Publish ``event`` from synchronous code. Never raises; returns without waiting for delivery.
+
+        Inside workflow code it is deterministic and replay-safe: nothing is emitted while history is replayed.
+        """
+        try:
+            workflow = _runtime.temporal_workflow_module()
+            if workflow is not None and _runtime.is_replaying(workflow):
+                return
+            pipeline = cls._pipeline()
+            if pipeline is None or not pipeline.has_destinations:
+                cls._count_unpublished()
+                return
+            enrich(event, pipeline.settings, cls._state.enrichers)
+            timestamp_ns = workflow.now().timestamp() * 1e9 if workflow is not None else time.time_ns()
+            pipeline.emit(event, event.model_dump_json(), int(timestamp_ns))
+            if pipeline.settings.span_events:
+                span = trace.get_current_span()
+                if span.is_recording():
+                    span.add_event(event.event_type, record_attributes(event))
+        except Exception as exc:
+            cls._state.unpublished += 1
+            cls._state.log_once(
+                f"publish:{type(exc).__name__}",
+                logging.ERROR,
+                "appevents: publishing failed with %s: %s (further failures of this kind are counted, not logged)",
+                type(exc).__name__,
+                exc,
+            )
+
+    @classmethod
+    async def publish_event(cls, event: Event) -> None:
+        """Publish ``event``; the seed's coroutine API. Never raises, does no I/O, does not wait for delivery."""
+        cls.publish(event)
+
+    @classmethod
+    def _count_unpublished(cls) -> None:
+        cls._state.unpublished += 1
+        cls._state.log_once(
+            "no-destinations",
+            logging.WARNING,
+            "appevents: no event destination is configured (APPEVENTS_EXPORTERS is empty or failed); events are "
+            "skipped. Set APPEVENTS_EXPORTERS (e.g. 'local') or call appevents.configure().",
+        )
+
+    # -- draining ------------------------------------------------------------------------------------------------
+    @classmethod
+    def flush_sync(cls, timeout_s: float = 10.0) -> bool:
+        """Block until everything published so far is exported; False if ``timeout_s`` ran out first."""
+        pipeline = cls._state.pipeline
+        return True if pipeline is None else pipeline.flush(timeout_s)
+
+    @classmethod
+    async def flush(cls, timeout_s: float = 10.0) -> bool:
+        """Wait (without blocking the event loop) until everything published so far is exported.
+
+        Not for workflow code: workflows must not wait on I/O; the worker flushes at shutdown.
+        """
+        return await asyncio.to_thread(cls.flush_sync, timeout_s)
+
+    @classmethod
+    def shutdown(cls, timeout_s: float = 10.0) -> None:
+        """Drain and stop the pipeline. Runs at interpreter exit too; the next publish configures anew."""
+        state = cls._state
+        with state.lock:
+            pipeline, state.pipeline = state.pipeline, None
+            state.configured = False
+        if pipeline is not None:
+            pipeline.shutdown(timeout_s)
+
+    @classmethod
+    def stats(cls) -> dict[str, DeliveryStats]:
+        """Per-exporter delivery counters of the active pipeline."""
+        pipeline = cls._state.pipeline
+        return {} if pipeline is None else pipeline.stats()
+
+    @classmethod
+    def unpublished_count(cls) -> int:
+        """Events that never reached a pipeline (no destination configured, or an internal failure)."""
+        return cls._state.unpublished
