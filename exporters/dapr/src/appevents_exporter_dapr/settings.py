@@ -1,0 +1,73 @@
+"""``APPEVENTS_DAPR_*`` settings of the Dapr exporter.
+
+The sidecar's address and API token are Dapr's own variables (``DAPR_GRPC_ENDPOINT``, ``DAPR_HTTP_ENDPOINT``,
+``DAPR_API_TOKEN``), read by the Dapr SDK; they are not repeated here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from appevents.settings import AppEventsSettings
+
+__all__ = ["DaprExporterSettings", "DaprMode"]
+
+
+class DaprMode(StrEnum):
+    """How events reach the sidecar."""
+
+    #: One ``invoke_binding`` per event (the seed's wire contract), many in flight.
+    BINDING = "binding"
+    #: One ``invoke_binding`` per chunk of events, ``data`` a JSON array of them.
+    BATCH = "batch"
+    #: ``publish_events`` (bulk) to a pub/sub component, topic = the event's ``metadata.topic_name``.
+    PUBSUB = "pubsub"
+
+
+class DaprExporterSettings(BaseSettings):
+    """Everything the Dapr exporter reads from ``APPEVENTS_DAPR_*``; overridable in code."""
+
+    model_config = SettingsConfigDict(env_prefix="APPEVENTS_DAPR_", extra="ignore")
+
+    mode: DaprMode = DaprMode.BINDING
+    #: Output binding name; unset: the core's ``EVENT_STORE_NAME`` (``eventstore``).
+    binding: str | None = None
+    #: Binding operation; unset: the core's ``DAPR_BINDING_OPERATION_CREATE`` (``create``).
+    operation: str | None = None
+    #: Pub/sub component name (``pubsub`` mode).
+    pubsub: str = "pubsub"
+    #: Topic for events without ``metadata.topic_name`` (``pubsub`` mode; unset: the event type).
+    default_topic: str | None = None
+    #: Calls to the sidecar in flight at once (``binding`` and ``batch`` modes).
+    max_in_flight: int = Field(default=32, gt=0, le=1024)
+    #: Extra binding metadata sent with every call, as JSON: ``{"X-Source": "billing"}``. Dapr's
+    #: ``bindings.http`` sends only keys starting with a capital letter as HTTP headers.
+    metadata: dict[str, str] = Field(default_factory=dict)
+    #: Upper bound of one ``batch`` call's JSON array (the sidecar's gRPC limit is 4 MiB by default).
+    batch_max_bytes: int = Field(default=3 * 1024 * 1024, gt=0)
+    #: Deadline of one call to the sidecar.
+    call_timeout_s: float = Field(default=10.0, gt=0)
+    #: Retry of transient failures (sidecar unavailable, deadline exceeded, no token yet): exponential backoff
+    #: with full jitter from ``retry_initial_backoff_s`` up to ``retry_max_backoff_s``, given up after
+    #: ``retry_max_elapsed_s`` per export batch (events then count as failed).
+    retry_initial_backoff_s: float = Field(default=0.1, gt=0)
+    retry_max_backoff_s: float = Field(default=2.0, gt=0)
+    retry_max_elapsed_s: float = Field(default=60.0, ge=0)
+    #: Re-check of a component the sidecar did not list: after this delay, doubling up to the maximum.
+    probe_initial_backoff_s: float = Field(default=1.0, gt=0)
+    probe_max_backoff_s: float = Field(default=60.0, gt=0)
+    #: Timeout of the sidecar health probe made before the Dapr client is created.
+    health_probe_timeout_s: float = Field(default=1.0, gt=0)
+
+    def binding_name(self, core: AppEventsSettings) -> str:
+        return self.binding or core.event_store_name
+
+    def binding_operation(self, core: AppEventsSettings) -> str:
+        return self.operation or core.binding_operation
+
+    def component_name(self, core: AppEventsSettings) -> str:
+        """The component this exporter needs the sidecar to have."""
+        return self.pubsub if self.mode is DaprMode.PUBSUB else self.binding_name(core)

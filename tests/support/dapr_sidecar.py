@@ -1,0 +1,447 @@
+"""A protocol-level stand-in for the Dapr sidecar (daprd), for tests and benchmarks.
+
+``daprd`` is in no registry on these machines, so this speaks its two faces on loopback:
+
+* gRPC ``dapr.proto.runtime.v1.Dapr`` — ``InvokeBinding``, ``PublishEvent``, ``BulkPublishEvent`` (and
+  ``BulkPublishEventAlpha1``), ``GetMetadata`` listing the registered components by name and type;
+* HTTP ``GET /v1.0/healthz/outbound`` — what ``DaprClient()`` polls in its constructor — plus ``GET /stats``
+  (JSON counters, for a benchmark running the sidecar in another process).
+
+It behaves like daprd where the exporter can tell: an unknown binding answers ``INTERNAL`` "error invoking output
+binding X: couldn't find output binding X"; an unknown pub/sub ``INVALID_ARGUMENT`` "pubsub X is not found"; a
+configured API token is checked against the ``dapr-api-token`` gRPC header (``UNAUTHENTICATED`` on mismatch).
+``bindings.http`` components forward ``create``/``post`` to their ``url`` as an HTTP POST whose headers are the
+binding metadata keys that start with a capital letter (Dapr's rule) — so a test sees the very header the real
+endpoint would get; a 4xx/5xx answer becomes ``INTERNAL`` "... received status code N". Other binding types
+accept and record.
+
+Faults: :meth:`DaprSidecar.fail_next` (the next N calls fail with a code), :meth:`DaprSidecar.fail_when` (calls
+whose data contains a marker fail, every time). :meth:`stop`/:meth:`start` keep the same ports.
+
+Run standalone: ``python tests/support/dapr_sidecar.py --component eventstore=bindings.noop`` prints
+``READY <grpc_port> <http_port>`` and serves until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+from dapr.proto.runtime.v1 import (
+    binding_pb2,
+    dapr_pb2_grpc,
+    metadata_pb2,
+    pubsub_pb2,
+)
+from google.protobuf import empty_pb2
+
+__all__ = ["BindingCall", "DaprSidecar", "HttpReceiver", "PublishedEvent", "ReceivedRequest", "free_port"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class BindingCall:
+    name: str
+    operation: str
+    data: bytes
+    metadata: dict[str, str]
+    grpc_metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PublishedEvent:
+    pubsub: str
+    topic: str
+    entry_id: str
+    data: bytes
+    content_type: str
+    metadata: dict[str, str]
+    #: The CloudEvent daprd would wrap ``data`` in (``id`` from ``cloudevent.id`` metadata when given).
+    cloudevent: dict[str, Any]
+    grpc_metadata: dict[str, str]
+
+
+@dataclass
+class _Fault:
+    code: grpc.StatusCode
+    message: str
+    remaining: int | None = None  # None: every time
+    marker: bytes | None = None
+
+
+@dataclass
+class _Counters:
+    binding_calls: int = 0
+    binding_events: int = 0
+    published: int = 0
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # the default 5 resets connections when many calls arrive at once
+
+
+class _QuietHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else small responses wait ~40 ms for delayed ACKs
+    wbufsize = -1
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _reply(self, status: int, body: bytes = b"", content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+
+
+class HttpReceiver:
+    """The endpoint behind a ``bindings.http`` component: records every request; answers ``status``."""
+
+    def __init__(self) -> None:
+        self.requests: list[ReceivedRequest] = []
+        self.status = 200
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(_QuietHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                with receiver._lock:
+                    receiver.requests.append(ReceivedRequest(self.path, dict(self.headers.items()), body))
+                    status = receiver.status
+                self._reply(status, b"{}")
+
+        self._server = _Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/events"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def bodies(self) -> list[bytes]:
+        with self._lock:
+            return [r.body for r in self.requests]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _DaprServicer(dapr_pb2_grpc.DaprServicer):  # type: ignore[misc]
+    def __init__(self, sidecar: DaprSidecar) -> None:
+        self._sidecar = sidecar
+
+    def _check(self, request_data: bytes, context: grpc.ServicerContext) -> dict[str, str]:
+        sidecar = self._sidecar
+        grpc_metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        if sidecar.api_token is not None and grpc_metadata.get("dapr-api-token") != sidecar.api_token:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "authentication error: api token mismatch")
+        fault = sidecar._take_fault(request_data)
+        if fault is not None:
+            with sidecar._lock:
+                sidecar.counters.rejected += 1
+            context.abort(fault.code, fault.message)
+        return grpc_metadata
+
+    def InvokeBinding(
+        self, request: binding_pb2.InvokeBindingRequest, context: grpc.ServicerContext
+    ) -> binding_pb2.InvokeBindingResponse:
+        sidecar = self._sidecar
+        grpc_metadata = self._check(request.data, context)
+        component = sidecar.components.get(request.name)
+        if component is None or not component[0].startswith("bindings."):
+            context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"error invoking output binding {request.name}: couldn't find output binding {request.name}",
+            )
+        assert component is not None
+        metadata = dict(request.metadata)
+        component_type, url = component
+        if component_type == "bindings.http" and request.operation in ("create", "post"):
+            headers = {k: v for k, v in metadata.items() if k[:1].isupper()}
+            http_request = urllib.request.Request(url or "", data=request.data, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(http_request, timeout=10) as response:
+                    response.read()
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    f"error invoking output binding {request.name}: received status code {exc.code}",
+                )
+            except OSError as exc:
+                context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    f"error invoking output binding {request.name}: Post {url}: {type(exc).__name__}",
+                )
+        call = BindingCall(request.name, request.operation, request.data, metadata, grpc_metadata)
+        with sidecar._lock:
+            sidecar.counters.binding_calls += 1
+            sidecar.counters.binding_events += _event_count(request.data)
+            if sidecar.record:
+                sidecar.binding_calls.append(call)
+        return binding_pb2.InvokeBindingResponse()
+
+    def _pubsub_known(self, name: str, context: grpc.ServicerContext) -> None:
+        component = self._sidecar.components.get(name)
+        if component is None or not component[0].startswith("pubsub."):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"pubsub {name} is not found")
+
+    def PublishEvent(self, request: pubsub_pb2.PublishEventRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
+        grpc_metadata = self._check(request.data, context)
+        self._pubsub_known(request.pubsub_name, context)
+        self._sidecar._record_published(
+            request.pubsub_name,
+            request.topic,
+            "",
+            request.data,
+            request.data_content_type,
+            dict(request.metadata),
+            grpc_metadata,
+        )
+        return empty_pb2.Empty()
+
+    def BulkPublishEvent(
+        self, request: pubsub_pb2.BulkPublishRequest, context: grpc.ServicerContext
+    ) -> pubsub_pb2.BulkPublishResponse:
+        grpc_metadata = self._check(b"".join(e.event for e in request.entries), context)
+        self._pubsub_known(request.pubsub_name, context)
+        seen: set[str] = set()
+        for entry in request.entries:
+            if entry.entry_id in seen:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"duplicate entry id {entry.entry_id}")
+            seen.add(entry.entry_id)
+        for entry in request.entries:
+            metadata = {**dict(request.metadata), **dict(entry.metadata)}
+            self._sidecar._record_published(
+                request.pubsub_name,
+                request.topic,
+                entry.entry_id,
+                entry.event,
+                entry.content_type,
+                metadata,
+                grpc_metadata,
+            )
+        return pubsub_pb2.BulkPublishResponse()
+
+    def BulkPublishEventAlpha1(
+        self, request: pubsub_pb2.BulkPublishRequest, context: grpc.ServicerContext
+    ) -> pubsub_pb2.BulkPublishResponse:
+        return self.BulkPublishEvent(request, context)
+
+    def GetMetadata(
+        self, request: metadata_pb2.GetMetadataRequest, context: grpc.ServicerContext
+    ) -> metadata_pb2.GetMetadataResponse:
+        with self._sidecar._lock:
+            components = list(self._sidecar.components.items())
+            self._sidecar.metadata_calls += 1
+        return metadata_pb2.GetMetadataResponse(
+            id=self._sidecar.app_id,
+            registered_components=[
+                metadata_pb2.RegisteredComponents(name=name, type=ctype, version="v1")
+                for name, (ctype, _url) in components
+            ],
+        )
+
+
+def _event_count(data: bytes) -> int:
+    # A JSON array carries several events (batch mode); anything else is one.
+    if data[:1] == b"[":
+        try:
+            return len(json.loads(data))
+        except ValueError:
+            return 1
+    return 1
+
+
+class DaprSidecar:
+    """The stand-in sidecar. Ports are fixed at construction, so :meth:`stop`/:meth:`start` keep them."""
+
+    def __init__(self, *, api_token: str | None = None, record: bool = True, max_workers: int = 64) -> None:
+        self.grpc_port = free_port()
+        self.http_port = free_port()
+        self.api_token = api_token
+        self.app_id = "appevents-test"
+        self.record = record
+        self.components: dict[str, tuple[str, str | None]] = {}
+        self.binding_calls: list[BindingCall] = []
+        self.published: list[PublishedEvent] = []
+        self.counters = _Counters()
+        self.metadata_calls = 0
+        self._max_workers = max_workers
+        self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
+        self._grpc: grpc.Server | None = None
+        self._http: _Server | None = None
+
+    # -- addresses (what the app's DAPR_* variables point at) ----------------------------------------------------
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "DAPR_GRPC_ENDPOINT": self.grpc_endpoint,
+            "DAPR_HTTP_ENDPOINT": self.http_endpoint,
+            "DAPR_HEALTH_TIMEOUT": "5",
+        }
+        if self.api_token is not None:
+            env["DAPR_API_TOKEN"] = self.api_token
+        return env
+
+    # -- components ----------------------------------------------------------------------------------------------
+    def register(self, name: str, component_type: str, url: str | None = None) -> None:
+        with self._lock:
+            self.components[name] = (component_type, url)
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self.components.pop(name, None)
+
+    # -- faults --------------------------------------------------------------------------------------------------
+    def fail_next(self, count: int, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
+        with self._lock:
+            self._faults.append(_Fault(code, f"injected {code.name}", remaining=count))
+
+    def fail_when(self, marker: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT) -> None:
+        with self._lock:
+            self._faults.append(_Fault(code, f"injected {code.name} for {marker}", marker=marker.encode()))
+
+    def _take_fault(self, data: bytes) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.marker is not None:
+                    if fault.marker in data:
+                        return fault
+                elif fault.remaining:
+                    fault.remaining -= 1
+                    return fault
+        return None
+
+    def _record_published(
+        self,
+        pubsub: str,
+        topic: str,
+        entry_id: str,
+        data: bytes,
+        content_type: str,
+        metadata: dict[str, str],
+        grpc_metadata: dict[str, str],
+    ) -> None:
+        cloudevent = {
+            "specversion": "1.0",
+            "id": metadata.get("cloudevent.id") or str(uuid.uuid4()),
+            "source": self.app_id,
+            "type": metadata.get("cloudevent.type") or "com.dapr.event.sent",
+            "topic": topic,
+            "pubsubname": pubsub,
+            "datacontenttype": content_type or "text/plain",
+            "data": data.decode(),
+        }
+        event = PublishedEvent(pubsub, topic, entry_id, data, content_type, metadata, cloudevent, grpc_metadata)
+        with self._lock:
+            self.counters.published += 1
+            if self.record:
+                self.published.append(event)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+    def start(self) -> DaprSidecar:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._max_workers))
+        dapr_pb2_grpc.add_DaprServicer_to_server(_DaprServicer(self), server)
+        server.add_insecure_port(self.grpc_endpoint)
+        server.start()
+        self._grpc = server
+        sidecar = self
+
+        class Health(_QuietHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/v1.0/healthz"):
+                    self._reply(204)
+                elif self.path == "/stats":
+                    with sidecar._lock:
+                        body = json.dumps(sidecar.counters.__dict__).encode()
+                    self._reply(200, body)
+                else:
+                    self._reply(404)
+
+        self._http = _Server(("127.0.0.1", self.http_port), Health)
+        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._grpc is not None:
+            self._grpc.stop(grace=None).wait()
+            self._grpc = None
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+    @property
+    def running(self) -> bool:
+        return self._grpc is not None
+
+    def binding_bodies(self) -> list[bytes]:
+        with self._lock:
+            return [c.data for c in self.binding_calls]
+
+
+@contextmanager
+def running_sidecar(**kwargs: Any) -> Iterator[DaprSidecar]:
+    sidecar = DaprSidecar(**kwargs).start()
+    try:
+        yield sidecar
+    finally:
+        sidecar.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--component", action="append", default=[], help="name=type[@url]")
+    parser.add_argument("--api-token", default=None)
+    parser.add_argument("--max-workers", type=int, default=64)
+    args = parser.parse_args()
+    sidecar = DaprSidecar(api_token=args.api_token, record=False, max_workers=args.max_workers)
+    for spec in args.component:
+        name, _, rest = spec.partition("=")
+        ctype, _, url = rest.partition("@")
+        sidecar.register(name, ctype, url or None)
+    sidecar.start()
+    print(f"READY {sidecar.grpc_port} {sidecar.http_port}", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
