@@ -1,0 +1,277 @@
+"""Lifecycle events, built from plain values: what ``workflow_start``/``workflow_end``/``activity_*``/``worker_start``
+look like and how an exception maps to a terminal state.
+
+Pure: no I/O, no clock, no Temporal context — the interceptor reads ``workflow.info()``/``activity.info()`` and
+passes the values in, so everything here is unit-testable and safe to call from workflow code.
+
+Event ids are UUIDv5 derived from the execution (workflow id, run id, activity id, attempt), not drawn from
+``workflow.uuid4()``: they are the same whenever the same step is reported again (a workflow task re-executed on
+another worker, an activity attempt reported twice), so downstream can dedupe on them, and they leave the
+workflow's own random stream untouched — adding the plugin to a worker with running workflows cannot change what
+``workflow.random()`` returns to user code on replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import JsonValue
+from temporalio.exceptions import ApplicationError, FailureError, is_cancelled_exception
+from temporalio.workflow import ContinueAsNewError
+
+from appevents.models import ApplicationEventNames, Event, EventMetadata, EventTypes, WorkflowStates
+
+__all__ = [
+    "ActivityRef",
+    "ActivityStatus",
+    "WorkflowRef",
+    "activity_end_event",
+    "activity_start_event",
+    "activity_status_for",
+    "lifecycle_event_id",
+    "worker_start_event",
+    "workflow_end_event",
+    "workflow_start_event",
+    "workflow_state_for",
+]
+
+#: Namespace of the UUIDv5 lifecycle event ids (a fixed, random UUID; changing it changes every id).
+LIFECYCLE_ID_NAMESPACE = uuid.UUID("6f1d3c52-2b0e-4e55-9a43-7c1f0b9f3d21")
+#: Error messages are cut to this many characters: events report failures, they do not carry stack dumps.
+MAX_ERROR_MESSAGE_CHARS = 500
+
+
+class ActivityStatus(StrEnum):
+    """How one activity attempt ended (``activity_end.data.status``)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    #: The activity called ``activity.raise_complete_async()``; it is completed later, outside this worker.
+    COMPLETING_ASYNC = "completing_async"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRef:
+    """The workflow run a lifecycle event reports on."""
+
+    workflow_type: str
+    workflow_id: str
+    run_id: str
+    namespace: str
+    task_queue: str
+    attempt: int = 1
+    continued_from_run_id: str | None = None
+    parent_workflow_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityRef:
+    """The activity attempt a lifecycle event reports on (workflow fields are None for standalone activities)."""
+
+    activity_type: str
+    activity_id: str
+    attempt: int
+    task_queue: str
+    workflow_type: str | None = None
+    workflow_id: str | None = None
+    workflow_run_id: str | None = None
+    is_local: bool = False
+
+
+def lifecycle_event_id(*parts: str) -> str:
+    """A UUIDv5 from the parts that identify one lifecycle step: the same parts always give the same id."""
+    return str(uuid.uuid5(LIFECYCLE_ID_NAMESPACE, "\x1f".join(parts)))
+
+
+def workflow_state_for(
+    error: BaseException | None,
+    *,
+    cancel_requested: bool,
+    is_failure: Callable[[BaseException], bool],
+) -> WorkflowStates | None:
+    """The terminal state a workflow run reaches when its run method ends with ``error`` (None: success).
+
+    Mirrors temporalio's own rules, so the state reported is the one the server records:
+
+    - ``ContinueAsNewError`` → continued_as_new (a BaseException: ``except Exception`` misses it);
+    - a cancellation (``asyncio.CancelledError``, temporalio ``CancelledError``, or an activity/child error caused
+      by one) after the workflow was asked to cancel → cancelled;
+    - an ``asyncio.CancelledError`` nobody asked for, or an exception that ``is_failure`` accepts (temporalio
+      ``FailureError`` such as ``ApplicationError``, plus the configured ``workflow_failure_exception_types``)
+      → failed;
+    - any other exception → **None**: temporalio fails the workflow *task*, not the workflow, and retries the task;
+      the run has not ended, so no ``workflow_end`` is due.
+    """
+    if error is None:
+        return WorkflowStates.COMPLETED
+    if isinstance(error, ContinueAsNewError):
+        return WorkflowStates.CONTINUED_AS_NEW
+    if cancel_requested and is_cancelled_exception(error):
+        return WorkflowStates.CANCELLED
+    if isinstance(error, asyncio.CancelledError):
+        # temporalio turns an unrequested cancellation into a CancelledError failure of the workflow.
+        return WorkflowStates.FAILED
+    if isinstance(error, Exception) and is_failure(error):
+        return WorkflowStates.FAILED
+    return None
+
+
+def activity_status_for(error: BaseException | None) -> ActivityStatus:
+    """How an activity attempt ended, from the exception its function raised (None: it returned)."""
+    if error is None:
+        return ActivityStatus.COMPLETED
+    if is_cancelled_exception(error):
+        return ActivityStatus.CANCELLED
+    if type(error).__name__ == "_CompleteAsyncError":  # temporalio.activity.raise_complete_async()
+        return ActivityStatus.COMPLETING_ASYNC
+    return ActivityStatus.FAILED
+
+
+def _error_data(error: BaseException | None) -> dict[str, JsonValue]:
+    if error is None:
+        return {}
+    # FailureError.message is the bare message (str() prefixes ApplicationError's own type).
+    message = error.message if isinstance(error, FailureError) else str(error)
+    data: dict[str, JsonValue] = {
+        "error_type": type(error).__name__,
+        "error_message": message[:MAX_ERROR_MESSAGE_CHARS],
+    }
+    if isinstance(error, ApplicationError) and error.type:
+        data["application_error_type"] = error.type
+    return data
+
+
+def _workflow_metadata(ref: WorkflowRef, state: WorkflowStates) -> EventMetadata:
+    return EventMetadata(
+        workflow_type=ref.workflow_type,
+        workflow_id=ref.workflow_id,
+        workflow_run_id=ref.run_id,
+        workflow_state=state.value,
+    )
+
+
+def workflow_start_event(ref: WorkflowRef) -> Event:
+    """``workflow_start``: the run began (state running)."""
+    data: dict[str, JsonValue] = {
+        "workflow_type": ref.workflow_type,
+        "namespace": ref.namespace,
+        "task_queue": ref.task_queue,
+        "attempt": ref.attempt,
+    }
+    if ref.continued_from_run_id is not None:
+        data["continued_from_run_id"] = ref.continued_from_run_id
+    if ref.parent_workflow_id is not None:
+        data["parent_workflow_id"] = ref.parent_workflow_id
+    return Event(
+        event_id=lifecycle_event_id(ref.workflow_id, ref.run_id, ApplicationEventNames.WORKFLOW_START),
+        event_type=EventTypes.WORKFLOW_LIFECYCLE.value,
+        event_name=ApplicationEventNames.WORKFLOW_START.value,
+        data=data,
+        metadata=_workflow_metadata(ref, WorkflowStates.RUNNING),
+    )
+
+
+def workflow_end_event(
+    ref: WorkflowRef, state: WorkflowStates, duration_ms: int, error: BaseException | None = None
+) -> Event:
+    """``workflow_end``: the run reached ``state``; ``metadata.workflow_state`` carries it, enrichment keeps it."""
+    data: dict[str, JsonValue] = {
+        "workflow_type": ref.workflow_type,
+        "state": state.value,
+        "duration_ms": duration_ms,
+        "attempt": ref.attempt,
+    }
+    if state is not WorkflowStates.CONTINUED_AS_NEW:
+        data.update(_error_data(error))
+    return Event(
+        event_id=lifecycle_event_id(ref.workflow_id, ref.run_id, ApplicationEventNames.WORKFLOW_END),
+        event_type=EventTypes.WORKFLOW_LIFECYCLE.value,
+        event_name=ApplicationEventNames.WORKFLOW_END.value,
+        data=data,
+        metadata=_workflow_metadata(ref, state),
+    )
+
+
+def _activity_metadata(ref: ActivityRef) -> EventMetadata:
+    return EventMetadata(
+        activity_type=ref.activity_type,
+        activity_id=ref.activity_id,
+        attempt=ref.attempt,
+        workflow_type=ref.workflow_type,
+        workflow_id=ref.workflow_id,
+        workflow_run_id=ref.workflow_run_id,
+        workflow_state=WorkflowStates.RUNNING.value if ref.workflow_id is not None else None,
+    )
+
+
+def _activity_event_id(ref: ActivityRef, name: ApplicationEventNames) -> str:
+    if ref.workflow_run_id is None:
+        # A standalone activity has no execution to derive a stable id from.
+        return str(uuid.uuid4())
+    return lifecycle_event_id(ref.workflow_id or "", ref.workflow_run_id, ref.activity_id, str(ref.attempt), name)
+
+
+def activity_start_event(ref: ActivityRef) -> Event:
+    """``activity_start``: one attempt of an activity began."""
+    return Event(
+        event_id=_activity_event_id(ref, ApplicationEventNames.ACTIVITY_START),
+        event_type=EventTypes.ACTIVITY_LIFECYCLE.value,
+        event_name=ApplicationEventNames.ACTIVITY_START.value,
+        data={
+            "activity_type": ref.activity_type,
+            "attempt": ref.attempt,
+            "task_queue": ref.task_queue,
+            "is_local": ref.is_local,
+        },
+        metadata=_activity_metadata(ref),
+    )
+
+
+def activity_end_event(
+    ref: ActivityRef, status: ActivityStatus, duration_ms: int, error: BaseException | None = None
+) -> Event:
+    """``activity_end``: one attempt ended with ``status``; a failed attempt carries the error type."""
+    data: dict[str, JsonValue] = {
+        "activity_type": ref.activity_type,
+        "attempt": ref.attempt,
+        "status": status.value,
+        "duration_ms": duration_ms,
+    }
+    if status in (ActivityStatus.FAILED, ActivityStatus.CANCELLED):
+        data.update(_error_data(error))
+    return Event(
+        event_id=_activity_event_id(ref, ApplicationEventNames.ACTIVITY_END),
+        event_type=EventTypes.ACTIVITY_LIFECYCLE.value,
+        event_name=ApplicationEventNames.ACTIVITY_END.value,
+        data=data,
+        metadata=_activity_metadata(ref),
+    )
+
+
+def worker_start_event(
+    *,
+    task_queue: str,
+    namespace: str,
+    build_id: str | None,
+    identity: str | None,
+    temporalio_version: str,
+    appevents_version: str,
+) -> Event:
+    """``worker_start``: a worker began polling ``task_queue``."""
+    return Event(
+        event_type=EventTypes.WORKER_LIFECYCLE.value,
+        event_name=ApplicationEventNames.WORKER_START.value,
+        data={
+            "task_queue": task_queue,
+            "namespace": namespace,
+            "build_id": build_id,
+            "identity": identity,
+            "temporalio_version": temporalio_version,
+            "appevents_version": appevents_version,
+        },
+    )

@@ -1,0 +1,185 @@
+"""Workflows and activities the Temporal tests run (a module of its own: the sandbox re-imports it per run)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import activity, workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+from appevents import Event, EventStore
+
+with workflow.unsafe.imports_passed_through():
+    from temporal import task_failures
+
+FAST_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=10), backoff_coefficient=1.0)
+
+
+@activity.defn
+async def process_batch(batch_id: str) -> int:
+    await EventStore.publish_event(Event(event_type="data.batch_processed", data={"batch_id": batch_id}))
+    return 3
+
+
+@activity.defn
+async def flaky(succeed_on_attempt: int) -> str:
+    attempt = activity.info().attempt
+    if attempt < succeed_on_attempt:
+        raise RuntimeError(f"attempt {attempt} fails")
+    return f"ok on {attempt}"
+
+
+@activity.defn
+async def publish_via_activity(event_type: str) -> None:
+    """The seed's way of publishing workflow events (an extra activity per event); here for comparison only."""
+    await EventStore.publish_event(Event(event_type=event_type))
+
+
+@workflow.defn
+class CompletingWorkflow:
+    @workflow.run
+    async def run(self, sleep_s: float) -> str:
+        if sleep_s:
+            await workflow.sleep(sleep_s)
+        await workflow.execute_activity(
+            process_batch, "b-1", start_to_close_timeout=timedelta(seconds=30), retry_policy=FAST_RETRY
+        )
+        return "done"
+
+
+@workflow.defn
+class FailingWorkflow:
+    @workflow.run
+    async def run(self, sleep_s: float) -> None:
+        if sleep_s:
+            await workflow.sleep(sleep_s)
+        raise ApplicationError("input rejected", type="BadInput", non_retryable=True)
+
+
+@workflow.defn
+class WaitingWorkflow:
+    """Waits (a day of workflow time) until cancelled."""
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.sleep(timedelta(days=1))
+
+
+@workflow.defn
+class ContinuingWorkflow:
+    @workflow.run
+    async def run(self, remaining: int, sleep_s: float) -> int:
+        if sleep_s:
+            await workflow.sleep(sleep_s)
+        if remaining > 0:
+            workflow.continue_as_new(args=[remaining - 1, sleep_s])
+        return remaining
+
+
+@workflow.defn
+class RetryingActivityWorkflow:
+    @workflow.run
+    async def run(self, succeed_on_attempt: int, max_attempts: int) -> str:
+        return await workflow.execute_activity(
+            flaky,
+            succeed_on_attempt,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(milliseconds=10), backoff_coefficient=1.0, maximum_attempts=max_attempts
+            ),
+        )
+
+
+@workflow.defn
+class PublishingWorkflow:
+    """Publishes from workflow code (and from a query) and returns the ids of the events it built."""
+
+    def __init__(self) -> None:
+        self.released = False
+
+    @workflow.run
+    async def run(self, wait_for_release: bool) -> list[str]:
+        ids: list[str] = []
+        for step in ("started", "validated"):
+            event = Event(event_type=f"order.{step}", data={"step": step})
+            ids.append(event.event_id)
+            await EventStore.publish_event(event)
+        await workflow.execute_activity(
+            process_batch, "b-2", start_to_close_timeout=timedelta(seconds=30), retry_policy=FAST_RETRY
+        )
+        if wait_for_release:
+            await workflow.wait_condition(lambda: self.released)
+        event = Event(event_type="order.completed")
+        ids.append(event.event_id)
+        await EventStore.publish_event(event)
+        return ids
+
+    @workflow.query
+    def progress(self) -> str:
+        EventStore.publish(Event(event_type="order.progress_queried"))
+        return "waiting" if not self.released else "released"
+
+    @workflow.signal
+    def release(self) -> None:
+        self.released = True
+
+
+@workflow.defn
+class SeedStyleWorkflow:
+    """The same work as CompletingWorkflow, its workflow events sent through extra activities as the seed does."""
+
+    @workflow.run
+    async def run(self, sleep_s: float) -> str:
+        options = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": FAST_RETRY}
+        await workflow.execute_activity(publish_via_activity, "workflow.started", **options)  # type: ignore[arg-type]
+        await workflow.execute_activity(process_batch, "b-1", **options)  # type: ignore[arg-type]
+        await workflow.execute_activity(publish_via_activity, "workflow.completed", **options)  # type: ignore[arg-type]
+        return "done"
+
+
+@workflow.defn
+class CrashingOnceWorkflow:
+    """Publishes an event, then fails its first workflow task once with a non-Temporal error (a crashed task)."""
+
+    @workflow.run
+    async def run(self) -> str:
+        await EventStore.publish_event(Event(event_type="order.received"))
+        key = workflow.info().workflow_id
+        if key not in task_failures.failed_once:
+            task_failures.failed_once.add(key)
+            raise RuntimeError("worker crashed mid task")
+        await workflow.execute_activity(
+            process_batch, "b-3", start_to_close_timeout=timedelta(seconds=30), retry_policy=FAST_RETRY
+        )
+        return "recovered"
+
+
+@workflow.defn
+class ActivityFailingWorkflow:
+    """Fails because its activity exhausted its retries (an ActivityError: a failure, not a task failure)."""
+
+    @workflow.run
+    async def run(self) -> str:
+        return await workflow.execute_activity(
+            flaky,
+            99,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(milliseconds=10), backoff_coefficient=1.0, maximum_attempts=2
+            ),
+        )
+
+
+ALL_WORKFLOWS = [
+    CompletingWorkflow,
+    FailingWorkflow,
+    WaitingWorkflow,
+    ContinuingWorkflow,
+    RetryingActivityWorkflow,
+    PublishingWorkflow,
+    SeedStyleWorkflow,
+    CrashingOnceWorkflow,
+    ActivityFailingWorkflow,
+]
+ALL_ACTIVITIES = [process_batch, flaky, publish_via_activity]
