@@ -182,7 +182,7 @@ class DeliveryProcessor(LogRecordProcessor):
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=max(0.1, timeout_millis / 1000))
-        self.exporter.shutdown()
+        self.exporter.shutdown()  # type: ignore[no-untyped-call]
 
     def stats(self) -> DeliveryStats:
         return DeliveryStats(

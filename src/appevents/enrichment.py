@@ -37,8 +37,12 @@ Enricher = Callable[[Event, AppEventsSettings], None]
 
 
 def _fill(target: Any, field: str, value: object) -> None:
-    if value is not None and getattr(target, field) is None:
-        setattr(target, field, value)
+    # Writes the model's field storage directly: pydantic's __setattr__ costs ~0.8 µs a field on the caller's
+    # path and adds nothing here (no assignment validation configured; values come from typed sources).
+    fields = target.__dict__
+    if value is not None and fields[field] is None:
+        fields[field] = value
+        target.__pydantic_fields_set__.add(field)
 
 
 def add_application(event: Event, settings: AppEventsSettings) -> None:
@@ -55,7 +59,7 @@ def add_created_timestamp(event: Event, settings: AppEventsSettings) -> None:
         return
     workflow = _runtime.temporal_workflow_module()
     now = workflow.now().timestamp() if workflow is not None else time.time()
-    event.metadata.created_timestamp = int(now)
+    _fill(event.metadata, "created_timestamp", int(now))
 
 
 def add_topic(event: Event, settings: AppEventsSettings) -> None:

@@ -1,7 +1,8 @@
 """The emission pipeline: an OTel ``LoggerProvider`` whose processors feed our exporters.
 
-``Pipeline.emit`` is the only part on the caller's path: one ``Logger.emit`` (an in-memory append per exporter
-queue). Everything else — serialising batches, network and disk — runs on each exporter's worker thread.
+``Pipeline.emit`` is the only part on the caller's path: a queue append (see :mod:`appevents.emitter`). The
+emitter thread turns events into log records; serialising batches, network and disk run on each exporter's
+worker thread.
 
 Exporters are found by name in the ``appevents.exporters`` entry-point group; each entry point is a factory
 ``(settings) -> LogRecordExporter | None`` (None: the exporter decided it is disabled, and said why once).
@@ -12,16 +13,18 @@ core never imports them.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Protocol
 
-from opentelemetry._logs import SeverityNumber
+from opentelemetry.context import get_current
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
 from opentelemetry.sdk.resources import Resource
 
 from appevents.delivery import DeliveryProcessor, DeliveryStats
+from appevents.emitter import Emitter
 from appevents.errors import ConfigurationError
 from appevents.models import Event
 from appevents.records import LOGGER_NAME, record_attributes
@@ -117,33 +120,35 @@ class Pipeline:
         for extra in self._extra:
             self.provider.add_log_record_processor(extra)
         self.logger = self.provider.get_logger(LOGGER_NAME, __version__)
+        self.emitter = Emitter(self.logger, max_pending=settings.max_queue_size)
 
     @property
     def has_destinations(self) -> bool:
         return bool(self.processors or self._extra)
 
     def emit(self, event: Event, body: str, timestamp_ns: int) -> None:
-        """Hand one enriched event to every exporter queue (caller's path: memory only)."""
-        self.logger.emit(
-            timestamp=timestamp_ns,
-            severity_number=SeverityNumber.INFO,
-            body=body,
-            attributes=record_attributes(event),
-            event_name=event.event_type,
-        )
+        """Hand one enriched event to the emitter (caller's path: memory only); it becomes a log record on the
+        emitter thread, in the OTel context current here."""
+        self.emitter.submit(timestamp_ns, event.event_type, body, record_attributes(event), get_current())
 
     def flush(self, timeout_s: float) -> bool:
-        """Wait until everything emitted so far has been exported; False if the timeout ran out first."""
-        return bool(self.provider.force_flush(int(timeout_s * 1000)))
+        """Wait until everything published so far has been exported; False if the timeout ran out first."""
+        deadline = time.monotonic() + timeout_s
+        if not self.emitter.drain(timeout_s):
+            return False
+        remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+        return bool(self.provider.force_flush(remaining_ms))
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
+        self.emitter.close(timeout_s)
         for processor in self.processors.values():
             processor.shutdown(int(timeout_s * 1000))
         for extra in self._extra:
             extra.shutdown()
 
     def stats(self) -> dict[str, DeliveryStats]:
-        return {name: processor.stats() for name, processor in self.processors.items()}
+        """Counters of the emitter (key ``emitter``) and of each exporter's delivery queue."""
+        return {"emitter": self.emitter.stats(), **{name: p.stats() for name, p in self.processors.items()}}
 
 
 def build_pipeline(

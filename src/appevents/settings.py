@@ -8,7 +8,6 @@ The OpenTelemetry standard ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, field_validator
@@ -28,9 +27,7 @@ class AppEventsSettings(BaseSettings):
         default="default",
         validation_alias=AliasChoices("APPEVENTS_APPLICATION_NAME", "APPLICATION_NAME", "OTEL_SERVICE_NAME"),
     )
-    tenant_id: str = Field(
-        default="default", validation_alias=AliasChoices("APPEVENTS_TENANT_ID", "APP_TENANT_ID")
-    )
+    tenant_id: str = Field(default="default", validation_alias=AliasChoices("APPEVENTS_TENANT_ID", "APP_TENANT_ID"))
     #: Exporter names, looked up in the ``appevents.exporters`` entry-point group.
     exporters: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["local"])
     local_path: Path = Path(".appevents/events.db")

@@ -103,8 +103,8 @@ class EventStore:
                 cls._configure(None, None, (), None)
             except Exception as exc:
                 state.configured = True  # configure once; do not retry (and warn) per event
-                state.log_once(
-                    "configure-failed",
+                state.log_once(  # same cause as "no destinations": the user hears one of the two
+                    "no-destinations",
                     logging.WARNING,
                     "appevents: could not configure the event pipeline from the environment (%s); events are "
                     "not published. Call appevents.configure() to see the full error.",
@@ -192,6 +192,7 @@ class EventStore:
         with state.lock:
             pipeline, state.pipeline = state.pipeline, None
             state.configured = False
+            state.log_once = LogOnce(_logger)  # a new lifecycle reports its problems again
         if pipeline is not None:
             pipeline.shutdown(timeout_s)
 

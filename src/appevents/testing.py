@@ -8,7 +8,8 @@ Installed as a pytest plugin (entry point ``pytest11``), so the fixture is there
         assert event.data["order_id"] == "o-1"
 
 ``captured_events`` routes events to memory for the duration of one test (no other destination), then restores
-the previous configuration. Events are captured synchronously at publish time, already enriched.
+the previous configuration. Events are captured as they are emitted, already enriched; reading them waits for events still in flight,
+so assertions see everything published before them.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class CapturedEvents(LogRecordProcessor):
 
     @property
     def events(self) -> list[Event]:
+        """Everything published so far (waits for the emitter thread to hand over what is in flight)."""
+        pipeline = EventStore._state.pipeline
+        if pipeline is not None:
+            pipeline.emitter.drain(10)
         with self._lock:
             return list(self._events)
 

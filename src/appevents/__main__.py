@@ -1,0 +1,3 @@
+from appevents.cli import main
+
+raise SystemExit(main())

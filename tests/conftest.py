@@ -1,0 +1,27 @@
+"""Shared test setup: every test starts with an unconfigured EventStore and a private local event log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appevents import EventStore
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_event_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("APPEVENTS_LOCAL_PATH", str(tmp_path / "events.db"))
+    for name in (
+        "APPEVENTS_EXPORTERS",
+        "APPEVENTS_APPLICATION_NAME",
+        "APPEVENTS_TENANT_ID",
+        "OTEL_SERVICE_NAME",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    EventStore.shutdown()
+    yield
+    EventStore.shutdown()

@@ -1,0 +1,79 @@
+"""The embedded default: an SQLite event log that survives restarts, ignores duplicates, takes many writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appevents import Event, EventStore, configure
+from appevents.local import LocalEventLog
+from appevents.settings import AppEventsSettings
+
+_PUBLISHER = """
+import sys
+from appevents import Event, EventStore
+for i in range(int(sys.argv[1])):
+    EventStore.publish(Event(event_type="batch.item", data={"writer": sys.argv[2], "i": i}))
+"""  # no explicit flush: the exit path (atexit shutdown) must deliver what was published
+
+
+def _publish_in_subprocess(db: Path, count: int, writer: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "APPEVENTS_LOCAL_PATH": str(db), "APPEVENTS_EXPORTERS": "local"}
+    return subprocess.Popen([sys.executable, "-c", _PUBLISHER, str(count), writer], env=env)
+
+
+@pytest.mark.timeout(60)
+def test_events_persist_across_process_restarts(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    assert _publish_in_subprocess(db, 50, "first").wait(30) == 0
+    assert _publish_in_subprocess(db, 30, "second").wait(30) == 0
+    writers = [e.data["writer"] for e in LocalEventLog(db)]
+    assert writers.count("first") == 50 and writers.count("second") == 30
+
+
+@pytest.mark.timeout(60)
+def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    LocalEventLog(db).close()  # both writers find the schema ready; WAL lets them interleave
+    procs = [_publish_in_subprocess(db, 2000, name) for name in ("a", "b")]
+    assert [p.wait(45) for p in procs] == [0, 0]
+    log = LocalEventLog(db)
+    assert log.count() == 4000
+    for writer in ("a", "b"):
+        assert sorted(e.data["i"] for e in log if e.data["writer"] == writer) == list(range(2000))  # type: ignore[type-var]
+
+
+def test_a_redelivered_event_is_stored_once(tmp_path: Path) -> None:
+    configure(AppEventsSettings(exporters=["local"], local_path=tmp_path / "dup.db"))
+    event = Event(event_type="order.received", data={"order_id": "o-1"})
+    EventStore.publish(event)
+    EventStore.publish(Event.model_validate_json(event.model_dump_json()))
+    assert EventStore.flush_sync(5)
+    assert EventStore.stats()["local"].exported == 2
+    log = LocalEventLog(tmp_path / "dup.db")
+    assert log.count() == 1
+    [stored] = log.query()
+    assert stored.body == event.model_dump_json()
+    assert json.loads(stored.body)["event_id"] == event.event_id
+
+
+def test_query_filters_by_type_and_workflow_and_keeps_the_newest(tmp_path: Path) -> None:
+    configure(AppEventsSettings(exporters=["local"], local_path=tmp_path / "q.db"))
+    for i in range(5):
+        EventStore.publish(Event(event_type="order.received", data={"i": i}))
+    EventStore.publish(Event(event_type="order.shipped", metadata={"workflow_id": "wf-9"}))  # type: ignore[arg-type]
+    assert EventStore.flush_sync(5)
+    log = LocalEventLog(tmp_path / "q.db")
+    assert [e.event().data["i"] for e in log.query(event_type="order.received", last=2)] == [3, 4]
+    assert [e.event().event_type for e in log.query(workflow_id="wf-9")] == ["order.shipped"]
+    first_two = log.query(last=None)[:2]
+    assert [e.event().data["i"] for e in log.query(after_seq=first_two[1].seq, event_type="order.received")] == [
+        2,
+        3,
+        4,
+    ]
