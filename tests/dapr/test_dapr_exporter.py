@@ -1,0 +1,474 @@
+"""The Dapr exporter, driven through the real pipeline (``configure`` → ``EventStore.publish`` → ``flush_sync``)
+against the sidecar stand-in, the ``bindings.http`` endpoint behind it and the OAuth2 token endpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
+import grpc
+import pytest
+
+from appevents import ApplicationEventNames, Event, EventMetadata, EventStore
+from appevents_exporter_dapr import DaprExporter, create_dapr_exporter
+from appevents_exporter_dapr import sidecar as sidecar_module
+from support.dapr_sidecar import DaprSidecar, HttpReceiver
+from support.token_server import TokenServer
+
+pytestmark = pytest.mark.timeout(60)
+
+Exporter = Callable[[], DaprExporter]
+
+
+def seed_example_events() -> list[Event]:
+    """The events of the seed's documentation, as a user would publish them."""
+    return [
+        Event(
+            event_type="workflow.status_changed",
+            data={
+                "workflow_id": "wf-123",
+                "old_status": "running",
+                "new_status": "completed",
+                "duration_seconds": 1800,
+            },
+        ),
+        Event(
+            event_type="data.batch_processed",
+            data={"batch_id": "batch-456", "records_processed": 10000, "success_count": 9995, "error_count": 5},
+        ),
+        Event(event_type="workflow.started", data={"input_size": 3, "processing_mode": "batch"}),
+        Event(event_type="workflow.completed", data={"records_processed": 42, "duration_seconds": 7.5}),
+        Event(event_type="workflow.failed", data={"error": "boom", "error_type": "ValueError"}),
+        Event(
+            event_type="activity.progress",
+            data={"dataset_id": "ds-1", "processed_records": 1000, "total_records": 4000, "progress_percentage": 25.0},
+        ),
+        Event(
+            event_type="order.received",
+            data={"order_id": "o-1", "customer_id": "c-9", "total_amount": 99.5, "item_count": 3},
+        ),
+        Event(
+            event_type="order.payment_processed",
+            data={"order_id": "o-1", "payment_status": "ok", "transaction_id": "t-77"},
+        ),
+        Event(
+            event_type="data_quality.alert",
+            data={
+                "dataset_id": "ds-1",
+                "alert_type": "high_null_percentage",
+                "null_percentage": 12.5,
+                "severity": "warning",
+            },
+        ),
+        Event(
+            event_type="data_quality.alert",
+            data={
+                "dataset_id": "ds-1",
+                "alert_type": "high_duplicate_rate",
+                "duplicate_percentage": 7,
+                "severity": "error",
+            },
+        ),
+        Event(
+            event_name=ApplicationEventNames.WORKFLOW_START.value,
+            event_type="workflow.lifecycle",
+            data={"workflow_name": "DataIngestion"},
+        ),
+    ]
+
+
+def numbered_events(count: int, event_type: str = "order.received") -> list[Event]:
+    return [Event(event_type=event_type, data={"n": n}) for n in range(count)]
+
+
+def publish_all(events: list[Event], timeout_s: float = 30) -> None:
+    for event in events:
+        EventStore.publish(event)
+    assert EventStore.flush_sync(timeout_s), "the pipeline did not drain in time"
+
+
+def ids_in(bodies: list[bytes]) -> list[str]:
+    ids: list[str] = []
+    for body in bodies:
+        document = json.loads(body)
+        ids += [e["event_id"] for e in document] if isinstance(document, list) else [document["event_id"]]
+    return ids
+
+
+# -- the seed's wire contract -----------------------------------------------------------------------------------
+def test_every_seed_example_event_arrives_with_bearer_token_and_its_json_body(
+    sidecar: DaprSidecar, receiver: HttpReceiver, token_server: TokenServer, dapr_env, pipeline: Exporter
+) -> None:
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    dapr_env(sidecar, token_server)
+    exporter = pipeline()
+    events = seed_example_events()
+
+    publish_all(events)
+
+    [token] = token_server.issued
+    by_id = {json.loads(r.body)["event_id"]: r for r in receiver.requests}
+    assert len(receiver.requests) == len(events)
+    for event in events:
+        request = by_id[event.event_id]
+        assert request.headers["Authorization"] == f"Bearer {token}"
+        assert request.headers["Content-Type"] == "application/json"
+        assert json.loads(request.body) == json.loads(event.model_dump_json())
+        assert Event.model_validate_json(request.body) == event
+    assert {c.operation for c in sidecar.binding_calls} == {"create"}
+    assert exporter.stats().delivered == len(events)
+    assert exporter.stats().failed == 0
+
+
+def test_static_metadata_entries_are_sent_and_capitalised_ones_become_headers(
+    sidecar: DaprSidecar, receiver: HttpReceiver, dapr_env, pipeline: Exporter
+) -> None:
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    dapr_env(sidecar, APPEVENTS_DAPR_METADATA='{"X-Source": "billing", "path": "/v2"}')
+    pipeline()
+
+    publish_all(numbered_events(3))
+
+    assert all(call.metadata["X-Source"] == "billing" for call in sidecar.binding_calls)
+    assert all(call.metadata["path"] == "/v2" for call in sidecar.binding_calls)
+    assert all(r.headers["X-Source"] == "billing" and "path" not in r.headers for r in receiver.requests)
+    assert all("Authorization" not in r.headers for r in receiver.requests)  # auth is off here
+
+
+def test_token_endpoint_is_hit_once_for_hundreds_of_events_and_again_after_expiry(
+    sidecar: DaprSidecar, receiver: HttpReceiver, token_server: TokenServer, dapr_env, pipeline: Exporter
+) -> None:
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    token_server.expires_in = 1
+    dapr_env(sidecar, token_server, APPEVENTS_AUTH_REFRESH_SKEW_S="0")
+    pipeline()
+
+    publish_all(numbered_events(400))
+    assert token_server.hits == 1
+    assert len(receiver.requests) == 400
+
+    time.sleep(1.2)  # let the one-second token expire
+    publish_all(numbered_events(100))
+
+    assert token_server.hits == 2
+    first, second = token_server.issued
+    headers = Counter(r.headers["Authorization"] for r in receiver.requests)
+    assert headers == {f"Bearer {first}": 400, f"Bearer {second}": 100}
+
+
+def test_dapr_api_token_arrives_as_dapr_api_token_metadata(
+    receiver: HttpReceiver, dapr_env, pipeline: Exporter
+) -> None:
+    sidecar = DaprSidecar(api_token="sidecar-api-token-123").start()
+    try:
+        sidecar.register("eventstore", "bindings.http", receiver.url)
+        dapr_env(sidecar)
+        exporter = pipeline()
+        publish_all(numbered_events(20))
+    finally:
+        sidecar.stop()
+    assert len(sidecar.binding_calls) == 20
+    assert {c.grpc_metadata["dapr-api-token"] for c in sidecar.binding_calls} == {"sidecar-api-token-123"}
+    assert exporter.stats().delivered == 20
+
+
+# -- component detection ----------------------------------------------------------------------------------------
+def test_missing_component_warns_once_counts_skipped_and_delivers_once_registered(
+    sidecar: DaprSidecar,
+    receiver: HttpReceiver,
+    dapr_env,
+    pipeline: Exporter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dapr_env(sidecar)
+    exporter = pipeline()
+    caplog.set_level(logging.WARNING)
+
+    publish_all(numbered_events(30))
+    publish_all(numbered_events(30))
+
+    warnings = [r for r in caplog.records if "eventstore" in r.getMessage() and r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "kind: Component" in warnings[0].getMessage()
+    assert "bindings.http" in warnings[0].getMessage()
+    assert exporter.stats().skipped_no_component == 60
+    assert receiver.requests == []
+
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    late = numbered_events(10, "order.late")
+    for _ in range(50):  # the exporter re-probes with (short) backoff; publish until it has noticed
+        publish_all(late[:1])
+        if receiver.requests:
+            break
+        time.sleep(0.1)
+    publish_all(late[1:])
+
+    delivered_ids = set(ids_in(receiver.bodies()))
+    assert {e.event_id for e in late} <= delivered_ids
+    assert len([r for r in caplog.records if "no binding component" in r.getMessage()]) == 1
+
+
+def test_sidecar_down_at_start_and_up_three_seconds_later_gets_every_event(
+    sidecar_unstarted: DaprSidecar,
+    receiver: HttpReceiver,
+    token_server: TokenServer,
+    dapr_env,
+    pipeline: Exporter,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sidecar = sidecar_unstarted
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    dapr_env(sidecar, token_server)
+    exporter = pipeline()
+    events = numbered_events(300)
+    for event in events:
+        EventStore.publish(event)  # returns at once although nothing listens yet
+    starter = threading.Timer(3.0, sidecar.start)
+    starter.start()
+    try:
+        assert EventStore.flush_sync(timeout_s=40)
+    finally:
+        starter.join()
+
+    assert sorted(ids_in(receiver.bodies())) == sorted(e.event_id for e in events)
+    assert exporter.stats().failed == 0
+    assert exporter.stats().retried > 0
+    assert "Health check" not in capsys.readouterr().out  # the SDK's blocking health loop never ran
+
+
+def test_dapr_client_is_created_on_the_exporter_thread_not_the_callers(
+    sidecar: DaprSidecar, receiver: HttpReceiver, dapr_env, pipeline: Exporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created_on: list[str] = []
+    real_client = sidecar_module.DaprClient
+
+    def recording_client(*args: object, **kwargs: object) -> object:
+        created_on.append(threading.current_thread().name)
+        return real_client(*args, **kwargs)
+
+    monkeypatch.setattr(sidecar_module, "DaprClient", recording_client)
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    dapr_env(sidecar)
+    pipeline()
+    publish_all(numbered_events(5))
+
+    assert created_on == ["appevents-dapr"]
+    assert threading.main_thread().name not in created_on
+
+
+# -- failures ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED]
+)
+def test_transient_errors_are_retried_until_delivered(
+    sidecar: DaprSidecar, receiver: HttpReceiver, dapr_env, pipeline: Exporter, code: grpc.StatusCode
+) -> None:
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    dapr_env(sidecar)
+    exporter = pipeline()
+    sidecar.fail_next(25, code)
+    events = numbered_events(40)
+
+    publish_all(events)
+
+    assert sorted(ids_in(receiver.bodies())) == sorted(e.event_id for e in events)
+    assert exporter.stats().retried >= 25
+    assert exporter.stats().failed == 0
+
+
+@pytest.mark.parametrize("mode", ["binding", "batch"])
+def test_a_permanent_error_on_one_event_does_not_stop_the_others(
+    sidecar: DaprSidecar,
+    receiver: HttpReceiver,
+    dapr_env,
+    pipeline: Exporter,
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+) -> None:
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    dapr_env(sidecar, APPEVENTS_DAPR_MODE=mode)
+    exporter = pipeline()
+    events = numbered_events(100)
+    poisoned = Event(event_type="order.received", data={"poison": "poison-pill-7"})
+    sidecar.fail_when("poison-pill-7", grpc.StatusCode.INVALID_ARGUMENT)
+    caplog.set_level(logging.ERROR)
+
+    publish_all([*events[:50], poisoned, *events[50:]])
+
+    delivered = ids_in(receiver.bodies())
+    assert sorted(delivered) == sorted(e.event_id for e in events)  # each of the others once, not the poison
+    assert exporter.stats().failed == 1
+    assert exporter.stats().delivered == 100
+    assert len([r for r in caplog.records if "INVALID_ARGUMENT" in r.getMessage()]) == 1
+
+
+def test_endpoint_errors_are_counted_and_logged_once_per_cause(
+    sidecar: DaprSidecar, receiver: HttpReceiver, dapr_env, pipeline: Exporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    receiver.status = 500
+    dapr_env(sidecar)
+    exporter = pipeline()
+    caplog.set_level(logging.ERROR)
+
+    publish_all(numbered_events(30))
+
+    assert exporter.stats().failed == 30
+    assert len([r for r in caplog.records if "status code 500" in r.getMessage()]) == 1
+    receiver.status = 200
+    publish_all(numbered_events(5))
+    assert exporter.stats().delivered == 5
+
+
+# -- other modes ------------------------------------------------------------------------------------------------
+def test_batch_mode_delivers_every_event_once_in_few_calls(
+    sidecar: DaprSidecar, receiver: HttpReceiver, token_server: TokenServer, dapr_env, pipeline: Exporter
+) -> None:
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    dapr_env(sidecar, token_server, APPEVENTS_DAPR_MODE="batch", APPEVENTS_DAPR_BATCH_MAX_BYTES="50000")
+    exporter = pipeline()
+    events = numbered_events(1500)
+
+    publish_all(events)
+
+    bodies = receiver.bodies()
+    assert all(body.startswith(b"[") for body in bodies)
+    assert all(len(body) <= 50_000 for body in bodies)
+    assert sorted(ids_in(bodies)) == sorted(e.event_id for e in events)
+    assert len(bodies) < len(events) / 50
+    assert {r.headers["Authorization"] for r in receiver.requests} == {f"Bearer {token_server.issued[0]}"}
+    assert exporter.stats().delivered == 1500
+
+
+def test_pubsub_mode_bulk_publishes_every_event_once_with_its_topic_and_id(
+    sidecar: DaprSidecar, dapr_env, pipeline: Exporter
+) -> None:
+    sidecar.register("events", "pubsub.redis")
+    dapr_env(sidecar, APPEVENTS_DAPR_MODE="pubsub", APPEVENTS_DAPR_PUBSUB="events")
+    exporter = pipeline()
+    events = numbered_events(300, "order.received") + numbered_events(200, "data.batch_processed")
+    events.append(Event(event_type="order.received", metadata=EventMetadata(topic_name="audit")))
+
+    publish_all(events)
+
+    published = {p.cloudevent["id"]: p for p in sidecar.published}
+    assert len(sidecar.published) == len(events) == len(published)
+    for event in events:
+        message = published[event.event_id]
+        assert message.pubsub == "events"
+        assert message.topic == event.metadata.topic_name
+        assert message.content_type == "application/json"
+        assert Event.model_validate_json(message.data) == event
+    assert {p.topic for p in sidecar.published} == {"order.received", "data.batch_processed", "audit"}
+    assert exporter.stats().calls < 20
+
+
+def test_pubsub_mode_missing_component_is_skipped_with_one_warning(
+    sidecar: DaprSidecar, dapr_env, pipeline: Exporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    dapr_env(sidecar, APPEVENTS_DAPR_MODE="pubsub", APPEVENTS_DAPR_PUBSUB="events")
+    exporter = pipeline()
+    caplog.set_level(logging.WARNING)
+
+    publish_all(numbered_events(10))
+
+    assert exporter.stats().skipped_no_component == 10
+    assert len([r for r in caplog.records if "'events'" in r.getMessage()]) == 1
+
+
+# -- auth failures, secrets -------------------------------------------------------------------------------------
+def test_no_token_means_nothing_is_sent_unauthenticated(
+    sidecar: DaprSidecar, receiver: HttpReceiver, token_server: TokenServer, dapr_env, pipeline: Exporter
+) -> None:
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    token_server.status = 503
+    dapr_env(sidecar, token_server, APPEVENTS_DAPR_RETRY_MAX_ELAPSED_S="1", APPEVENTS_AUTH_FAILURE_COOLDOWN_S="0")
+    exporter = pipeline()
+
+    publish_all(numbered_events(20))
+
+    assert receiver.requests == []
+    assert sidecar.binding_calls == []
+    assert exporter.stats().auth_failures >= 1
+    assert exporter.stats().failed == 20
+
+    token_server.status = None  # the endpoint recovers: the next events go out, with the token
+    publish_all(numbered_events(5))
+    assert [r.headers["Authorization"] for r in receiver.requests] == [f"Bearer {token_server.issued[0]}"] * 5
+
+
+def test_events_wait_for_the_token_endpoint_and_go_out_when_it_recovers(
+    sidecar: DaprSidecar, receiver: HttpReceiver, token_server: TokenServer, dapr_env, pipeline: Exporter
+) -> None:
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    token_server.status = 503
+    dapr_env(sidecar, token_server)
+    exporter = pipeline()
+    events = numbered_events(20)
+    for event in events:
+        EventStore.publish(event)
+    recover = threading.Timer(1.0, lambda: setattr(token_server, "status", None))
+    recover.start()
+    try:
+        assert EventStore.flush_sync(timeout_s=30)
+    finally:
+        recover.join()
+
+    assert sorted(ids_in(receiver.bodies())) == sorted(e.event_id for e in events)
+    assert all(r.headers["Authorization"].startswith("Bearer tok-") for r in receiver.requests)
+    assert exporter.stats().auth_failures >= 1
+    assert exporter.stats().failed == 0
+
+
+def test_client_secret_and_token_never_appear_in_logs_or_exception_text(
+    sidecar: DaprSidecar,
+    receiver: HttpReceiver,
+    token_server: TokenServer,
+    dapr_env,
+    pipeline: Exporter,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    dapr_env(sidecar, token_server, APPEVENTS_DAPR_RETRY_MAX_ELAPSED_S="0.5")
+    exporter = pipeline()
+    publish_all(numbered_events(10))  # a token is issued and used
+    receiver.status = 401  # the endpoint rejects the token: logged, token dropped
+    publish_all(numbered_events(3))
+    receiver.status = 200
+    real_secret = token_server.client_secret
+    token_server.client_secret = "rotated-elsewhere"  # our secret is now wrong: 401 from the token endpoint
+    publish_all(numbered_events(3))
+
+    assert exporter.stats().unauthorized == 3
+    assert exporter.stats().auth_failures >= 1
+    assert token_server.hits >= 2
+    texts = [caplog.text, capsys.readouterr().out, repr(exporter), str(exporter.stats())]
+    texts += [str(r.exc_info[1]) for r in caplog.records if r.exc_info]
+    assert any("rejected the client credentials" in t for t in texts)
+    for text in texts:
+        assert real_secret not in text
+        for token in token_server.issued:
+            assert token not in text
+
+
+# -- entry points -----------------------------------------------------------------------------------------------
+def test_entry_points_build_the_exporter_from_the_environment(sidecar: DaprSidecar, dapr_env) -> None:
+    dapr_env(sidecar, APPEVENTS_DAPR_MODE="batch", APPEVENTS_EVENT_STORE_NAME="events-binding")
+    [otel] = entry_points(group="opentelemetry_logs_exporter", name="appevents_dapr")
+    [ours] = entry_points(group="appevents.exporters", name="dapr")
+    assert ours.load() is create_dapr_exporter
+
+    exporter = otel.load()()  # what OTEL_LOGS_EXPORTER=appevents_dapr does: no arguments
+
+    assert isinstance(exporter, DaprExporter)
+    assert exporter.binding == "events-binding"
+    assert exporter.mode.value == "batch"
+    assert sidecar.metadata_calls == 0  # construction talks to nobody
+    exporter.shutdown()
