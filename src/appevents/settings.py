@@ -34,8 +34,6 @@ class AppEventsSettings(BaseSettings):
     max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, gt=0)
     #: Prefix put before the event type to form ``metadata.topic_name`` (empty: the topic is the event type).
     topic_prefix: str = ""
-    #: Extra resource attributes, ``k=v,k2=v2`` (the OTel standard variable).
-    otel_resource_attributes: str = Field(default="", validation_alias=AliasChoices("OTEL_RESOURCE_ATTRIBUTES"))
     #: Seed names, kept for compatibility and used by the Dapr exporter.
     event_store_name: str = Field(
         default="eventstore", validation_alias=AliasChoices("APPEVENTS_EVENT_STORE_NAME", "EVENT_STORE_NAME")

@@ -1,0 +1,60 @@
+"""Configuration names are a contract: APPEVENTS_*, the seed's names, and the OTel standard variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appevents import AppEventsSettings, Event, EventStore, configure
+from appevents.testing import CapturedEvents
+
+
+def test_appevents_names_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPEVENTS_APPLICATION_NAME", "orders")
+    monkeypatch.setenv("APPEVENTS_TENANT_ID", "acme")
+    monkeypatch.setenv("APPEVENTS_EXPORTERS", " local, console ,")
+    monkeypatch.setenv("APPEVENTS_LOCAL_PATH", "/tmp/x/events.db")
+    monkeypatch.setenv("APPEVENTS_MAX_EVENT_BYTES", "1000")
+    settings = AppEventsSettings()
+    assert (settings.application_name, settings.tenant_id) == ("orders", "acme")
+    assert settings.exporters == ["local", "console"]
+    assert settings.local_path == Path("/tmp/x/events.db")
+    assert settings.max_event_bytes == 1000
+
+
+def test_the_seed_names_still_work_and_ours_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPLICATION_NAME", "seed-app")
+    monkeypatch.setenv("APP_TENANT_ID", "seed-tenant")
+    monkeypatch.setenv("EVENT_STORE_NAME", "events")
+    monkeypatch.setenv("DAPR_BINDING_OPERATION_CREATE", "post")
+    monkeypatch.setenv("ATLAN_BASE_URL", "https://example.invalid")
+    settings = AppEventsSettings()
+    assert (settings.application_name, settings.tenant_id) == ("seed-app", "seed-tenant")
+    assert (settings.event_store_name, settings.binding_operation) == ("events", "post")
+    assert settings.base_url == "https://example.invalid"
+    monkeypatch.setenv("APPEVENTS_APPLICATION_NAME", "ours")
+    assert AppEventsSettings().application_name == "ours"
+
+
+def test_otel_service_name_and_resource_attributes_shape_the_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "svc")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging,team=data")
+    pipeline = configure(AppEventsSettings(exporters=[]))
+    attributes = pipeline.provider.resource.attributes
+    assert attributes["service.name"] == "svc"
+    assert attributes["deployment.environment"] == "staging" and attributes["team"] == "data"
+
+
+def test_code_settings_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPEVENTS_APPLICATION_NAME", "from-env")
+    capture = CapturedEvents()
+    configure(AppEventsSettings(exporters=[], application_name="from-code"), processors=[capture])
+    EventStore.publish(Event(event_type="a.b"))
+    assert capture[0].metadata.application_name == "from-code"
+
+
+def test_a_bad_value_is_a_validation_error_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPEVENTS_MAX_EVENT_BYTES", "-5")
+    with pytest.raises(ValueError, match="max_event_bytes"):
+        AppEventsSettings()
