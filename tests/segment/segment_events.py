@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from appevents import ApplicationEventNames, Event, EventMetadata, EventTypes, WorkflowStates
 from pydantic import JsonValue
+
+from appevents import ApplicationEventNames, Event, EventMetadata, EventTypes, WorkflowStates
 
 _WORKFLOW_NAMES = {ApplicationEventNames.WORKFLOW_START, ApplicationEventNames.WORKFLOW_END}
 

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from datetime import datetime
 
 import pytest
-from appevents_exporter_segment import SegmentExporter
 from segment_events import business_event, lifecycle_event
+from tests.support.segment_receiver import SegmentReceiver
 
 from appevents import ApplicationEventNames, EventStore, WorkflowStates
 from appevents.pipeline import Pipeline
 from appevents.testing import CapturedEvents, InMemoryEventExporter
-from tests.support.segment_receiver import SegmentReceiver
+from appevents_exporter_segment import SegmentExporter
 
 ConfigureSegment = Callable[..., Pipeline]
 ExporterOf = Callable[[Pipeline], SegmentExporter]
@@ -311,11 +311,17 @@ def test_the_exporter_does_not_import_dapr() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_process_exit_delivers_what_is_still_queued(segment_env: None, segment_receiver: SegmentReceiver) -> None:
-    # No flush, no shutdown in the script: the exit path (EventStore's atexit hook) must deliver.
+def test_process_exit_delivers_what_is_still_queued(
+    segment_env: None, segment_receiver: SegmentReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APPEVENTS_SEGMENT_SHUTDOWN_TIMEOUT_MS", "3000")  # bounds the script if delivery stalls
+    # No flush, no shutdown in the script: the exit path (EventStore's atexit hook) must deliver. Configured twice,
+    # so the live Segment client is created after EventStore registered its hook: the library's own exit hook
+    # (stop the consumer, no flush) would run first and strand the queue, so the exporter must have removed it.
     script = textwrap.dedent(
         """
         from appevents import AppEventsSettings, Event, EventStore, configure
+        configure(AppEventsSettings(exporters=["segment"]))
         configure(AppEventsSettings(exporters=["segment"]))
         for i in range(50):
             EventStore.publish(Event(event_type="workflow.lifecycle", event_name="workflow_start",
