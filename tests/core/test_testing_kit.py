@@ -38,5 +38,5 @@ def test_the_fixture_is_available_to_users_without_imports(pytester: pytest.Pyte
             assert captured_events.of_type("order.received"), "nothing was published"
         """
     )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function")
     result.assert_outcomes(passed=1, failed=1)
