@@ -322,10 +322,8 @@ class DaprExporter(LogRecordExporter):
         return _Outcome(retry, last_failure)
 
     def _topic_of(self, body: str) -> str:
-        document = json.loads(body)
-        metadata = document.get("metadata") or {}
-        topic = metadata.get("topic_name") or self.settings.default_topic or document["event_type"]
-        return str(topic)
+        topic = _topic_name(body)
+        return topic or self.settings.default_topic or str(json.loads(body)["event_type"])
 
     # -- outcomes ------------------------------------------------------------------------------------------------
     def _settle(self, futures: list[tuple[Future[None], list[_Item]]]) -> _Outcome:
@@ -371,6 +369,23 @@ def _describe(exc: BaseException | None) -> str:
     if code is None:
         return f"{type(exc).__name__}: {exc}"[:300]
     return f"{code.name}: {error_details(exc)}"[:300]
+
+
+_TOPIC_KEY = '"topic_name":'
+_DECODER = json.JSONDecoder()
+
+
+def _topic_name(body: str) -> str | None:
+    """``metadata.topic_name`` of an event's JSON, without parsing the whole event (a 5 µs ``json.loads``).
+
+    The body is ``Event.model_dump_json()``: ``metadata`` comes after ``data``, and inside JSON strings a quote
+    is always escaped, so the last ``"topic_name":`` is the metadata field even when ``data`` has such a key.
+    """
+    at = body.rfind(_TOPIC_KEY)
+    if at < 0:
+        return None
+    value, _ = _DECODER.raw_decode(body, at + len(_TOPIC_KEY))
+    return value if isinstance(value, str) and value else None
 
 
 def _chunk_by_bytes(items: list[_Item], max_bytes: int) -> list[list[_Item]]:
