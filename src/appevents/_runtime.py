@@ -44,9 +44,15 @@ def temporal_activity_module() -> Any | None:
 def new_event_id() -> str:
     """A fresh UUID; inside a workflow from ``workflow.uuid4()`` so a re-executed workflow task repeats it."""
     workflow = temporal_workflow_module()
-    if workflow is not None:
+    if workflow is not None and not _is_read_only(workflow):
         return str(workflow.uuid4())
+    # Queries and update validators are read-only (workflow.uuid4() raises there) and never replayed: any id will do.
     return str(uuid.uuid4())
+
+
+def _is_read_only(workflow: Any) -> bool:
+    check = getattr(workflow.unsafe, "is_read_only", None)
+    return bool(check()) if check is not None else False
 
 
 def is_replaying(workflow: Any) -> bool:
