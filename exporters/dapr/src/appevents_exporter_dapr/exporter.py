@@ -44,6 +44,8 @@ __all__ = ["DaprExporter", "DaprExporterStats", "create_dapr_exporter"]
 _logger = logging.getLogger("appevents.dapr")
 
 _CONTENT_TYPE = "application/json"
+#: Entries per bulk publish request.
+_PUBSUB_CHUNK = 128
 
 
 @dataclass(frozen=True)
@@ -287,39 +289,51 @@ class DaprExporter(LogRecordExporter):
         by_topic: dict[str, list[_Item]] = {}
         for item in items:
             by_topic.setdefault(self._topic_of(item.body), []).append(item)
+        # Several smaller requests in flight: building one overlaps with the sidecar handling another.
+        requests = [
+            (topic, group[start : start + _PUBSUB_CHUNK])
+            for topic, group in by_topic.items()
+            for start in range(0, len(group), _PUBSUB_CHUNK)
+        ]
+        pool = self._executor()
+        futures = [(pool.submit(self._publish_chunk, client, topic, chunk), chunk) for topic, chunk in requests]
+        self._calls += len(requests)
         retry: list[_Item] = []
         last_failure: BaseException | None = None
-        for topic, group in by_topic.items():
-            entries: list[BulkPublishEntry | bytes | str] = []
-            by_entry_id: dict[str, _Item] = {}
-            for item in group:
-                entry_id = item.event_id
-                if entry_id in by_entry_id:  # the same event published twice: entry ids must be unique
-                    entry_id = f"{entry_id}#{len(by_entry_id)}"
-                by_entry_id[entry_id] = item
-                entries.append(
-                    BulkPublishEntry(
-                        event=item.body,
-                        content_type=_CONTENT_TYPE,
-                        entry_id=entry_id,
-                        # Dapr takes these as the CloudEvent's own fields instead of generating them.
-                        metadata={"cloudevent.id": item.event_id},
-                    )
-                )
-            self._calls += 1
-            try:
-                response = client.publish_events(self.pubsub, topic, entries, publish_metadata=self._static_metadata)
-            except Exception as exc:
+        for future, chunk in futures:
+            exc = future.exception()
+            if exc is not None:
                 last_failure = exc
-                retry += self._handle_failure(exc, classify_error(exc), group)
+                retry += self._handle_failure(exc, classify_error(exc), chunk)
                 continue
-            failed_ids = {entry.entry_id for entry in response.failed_entries}
-            self._delivered += len(group) - len(failed_ids)
-            if failed_ids:
-                # The broker refused some entries: daprd reports them per entry; they are retried.
-                retry += [by_entry_id[entry_id] for entry_id in failed_ids if entry_id in by_entry_id]
-                last_failure = RuntimeError(f"{len(failed_ids)} bulk publish entries failed")
+            failed = future.result()
+            self._delivered += len(chunk) - len(failed)
+            if failed:
+                # The broker refused some entries; daprd reports them one by one. They are retried.
+                retry += failed
+                last_failure = RuntimeError(f"{len(failed)} bulk publish entries failed")
         return _Outcome(retry, last_failure)
+
+    def _publish_chunk(self, client: DaprClient, topic: str, chunk: list[_Item]) -> list[_Item]:
+        """Publish ``chunk`` in one bulk request; returns the entries the sidecar reported as failed."""
+        entries: list[BulkPublishEntry | bytes | str] = []
+        by_entry_id: dict[str, _Item] = {}
+        for item in chunk:
+            entry_id = item.event_id
+            if entry_id in by_entry_id:  # the same event published twice: entry ids must be unique
+                entry_id = f"{entry_id}#{len(by_entry_id)}"
+            by_entry_id[entry_id] = item
+            entries.append(
+                BulkPublishEntry(
+                    event=item.body,
+                    content_type=_CONTENT_TYPE,
+                    entry_id=entry_id,
+                    # Dapr takes this as the CloudEvent's id instead of generating one.
+                    metadata={"cloudevent.id": item.event_id},
+                )
+            )
+        response = client.publish_events(self.pubsub, topic, entries, publish_metadata=self._static_metadata)
+        return [by_entry_id[e.entry_id] for e in response.failed_entries if e.entry_id in by_entry_id]
 
     def _topic_of(self, body: str) -> str:
         topic = _topic_name(body)
