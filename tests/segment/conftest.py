@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 from opentelemetry.sdk._logs import LogRecordProcessor
-from tests.support.segment_receiver import SegmentReceiver
 
 from appevents import AppEventsSettings, EventStore, configure
 from appevents.pipeline import Pipeline
 from appevents_exporter_segment import SegmentExporter
+from support.segment_receiver import SegmentReceiver
 
 DAPR_VARIABLES = (
     "DAPR_HTTP_ENDPOINT",

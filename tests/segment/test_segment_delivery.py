@@ -16,12 +16,12 @@ from datetime import datetime
 
 import pytest
 from segment_events import business_event, lifecycle_event
-from tests.support.segment_receiver import SegmentReceiver
 
 from appevents import ApplicationEventNames, EventStore, WorkflowStates
 from appevents.pipeline import Pipeline
 from appevents.testing import CapturedEvents, InMemoryEventExporter
 from appevents_exporter_segment import SegmentExporter
+from support.segment_receiver import SegmentReceiver
 
 ConfigureSegment = Callable[..., Pipeline]
 ExporterOf = Callable[[Pipeline], SegmentExporter]
@@ -267,6 +267,26 @@ def test_full_queue_drops_new_messages_and_counts_them(
     assert EventStore.flush_sync(10)
     assert len(segment_receiver.messages) == stats.accepted
     assert exporter.stats().delivered == stats.accepted
+
+
+def test_message_over_segments_size_limit_is_counted_invalid_and_the_rest_still_flow(
+    configure_segment: ConfigureSegment,
+    segment_receiver: SegmentReceiver,
+    exporter_of: ExporterOf,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pipeline = configure_segment()
+    too_big = lifecycle_event(ApplicationEventNames.ACTIVITY_END, data={"log_tail": "x" * 40_000})
+    fine = lifecycle_event(ApplicationEventNames.ACTIVITY_END)
+    EventStore.publish(too_big)
+    EventStore.publish(fine)
+    assert EventStore.flush_sync(10)
+
+    assert [message["messageId"] for message in segment_receiver.messages] == [fine.event_id]
+    stats = exporter_of(pipeline).stats()
+    assert (stats.invalid, stats.accepted, stats.delivered) == (1, 1, 1)
+    errors = [r for r in caplog.records if r.name == "appevents.segment" and r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "xxxx" not in errors[0].getMessage()
 
 
 def test_shutdown_is_bounded_when_segment_does_not_answer(

@@ -9,11 +9,11 @@ import pytest
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from segment_events import lifecycle_event
-from tests.support.segment_receiver import SegmentReceiver
 
 from appevents import AppEventsSettings, ApplicationEventNames, ConfigurationError, configure
 from appevents.records import record_attributes
 from appevents_exporter_segment import SegmentExporter, create_segment_exporter
+from support.segment_receiver import SegmentReceiver
 
 pytestmark = pytest.mark.timeout(30)
 

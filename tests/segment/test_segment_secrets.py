@@ -9,12 +9,12 @@ from collections.abc import Callable
 
 import pytest
 from segment_events import lifecycle_event
-from tests.support.segment_receiver import SegmentReceiver
 
 from appevents import ApplicationEventNames, ConfigurationError, EventStore
 from appevents.pipeline import Pipeline
 from appevents_exporter_segment import SegmentExporter, SegmentExporterSettings
 from appevents_exporter_segment._redaction import SecretRedactingFilter
+from support.segment_receiver import SegmentReceiver
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -112,7 +112,9 @@ class SegmentReceiver:
         return f"http://{host!s}:{port}"
 
     def start(self) -> SegmentReceiver:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="segment-receiver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="segment-receiver", daemon=True
+        )
         self._thread.start()
         return self
 
