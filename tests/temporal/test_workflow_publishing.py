@@ -69,7 +69,8 @@ async def test_replaying_history_emits_nothing_while_queries_still_publish(
     # No workflow cache: every workflow task and every query replays the whole history first.
     async with make_worker(client, task_queue, max_cached_workflows=0):
         handle = await client.start_workflow(PublishingWorkflow.run, True, id=workflow_id, task_queue=task_queue)
-        while not captured_events.named(ApplicationEventNames.ACTIVITY_END):
+        # Query once the run has history to replay (its activity finished); events signal nothing to await.
+        while not captured_events.named(ApplicationEventNames.ACTIVITY_END):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         assert await handle.query(PublishingWorkflow.progress) == "waiting"
         await handle.signal(PublishingWorkflow.release)

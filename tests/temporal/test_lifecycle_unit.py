@@ -1,0 +1,139 @@
+"""The pure part: exception → terminal state / attempt status, and the shape and ids of lifecycle events."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
+from temporalio.workflow import ContinueAsNewError
+
+from appevents import ApplicationEventNames, EventTypes, WorkflowStates
+from appevents.temporal.lifecycle import (
+    ActivityRef,
+    ActivityStatus,
+    WorkflowRef,
+    activity_end_event,
+    activity_start_event,
+    activity_status_for,
+    workflow_end_event,
+    workflow_start_event,
+    workflow_state_for,
+)
+
+REF = WorkflowRef(workflow_type="Orders", workflow_id="wf-1", run_id="run-1", namespace="default", task_queue="q")
+ACTIVITY = ActivityRef(
+    activity_type="charge",
+    activity_id="7",
+    attempt=2,
+    task_queue="q",
+    workflow_type="Orders",
+    workflow_id="wf-1",
+    workflow_run_id="run-1",
+)
+
+
+class _ContinueAsNew(ContinueAsNewError):
+    """temporalio forbids constructing ContinueAsNewError itself; its runtime raises a subclass like this."""
+
+
+def _temporal_failure(error: BaseException) -> bool:
+    return isinstance(error, ApplicationError | ActivityError | CancelledError)
+
+
+def _activity_error(cause: BaseException) -> ActivityError:
+    error = ActivityError(
+        "activity failed",
+        scheduled_event_id=5,
+        started_event_id=6,
+        identity="w",
+        activity_type="charge",
+        activity_id="7",
+        retry_state=RetryState.NON_RETRYABLE_FAILURE,
+    )
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "cancel_requested", "state"),
+    [
+        (None, False, WorkflowStates.COMPLETED),
+        (ApplicationError("bad"), False, WorkflowStates.FAILED),
+        (_activity_error(ApplicationError("declined")), False, WorkflowStates.FAILED),
+        (asyncio.CancelledError(), True, WorkflowStates.CANCELLED),
+        (_activity_error(CancelledError("cancelled")), True, WorkflowStates.CANCELLED),
+        (asyncio.CancelledError(), False, WorkflowStates.FAILED),
+        (_ContinueAsNew(), False, WorkflowStates.CONTINUED_AS_NEW),
+        (RuntimeError("bug"), False, None),
+        (KeyError("bug"), True, None),
+    ],
+    ids=[
+        "success",
+        "application-error",
+        "activity-failure",
+        "asyncio-cancel-requested",
+        "activity-cancelled-after-request",
+        "asyncio-cancel-unrequested-fails",
+        "continue-as-new",
+        "plain-exception-fails-the-task-not-the-run",
+        "plain-exception-during-cancel",
+    ],
+)
+def test_workflow_state_for_mirrors_temporalio(
+    error: BaseException | None, cancel_requested: bool, state: WorkflowStates | None
+) -> None:
+    assert workflow_state_for(error, cancel_requested=cancel_requested, is_failure=_temporal_failure) == state
+
+
+def test_workflow_failure_exception_types_count_as_failed() -> None:
+    assert workflow_state_for(KeyError("x"), cancel_requested=False, is_failure=lambda e: True) is WorkflowStates.FAILED
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (None, ActivityStatus.COMPLETED),
+        (RuntimeError("x"), ActivityStatus.FAILED),
+        (asyncio.CancelledError(), ActivityStatus.CANCELLED),
+        (CancelledError("x"), ActivityStatus.CANCELLED),
+    ],
+)
+def test_activity_status_for(error: BaseException | None, status: ActivityStatus) -> None:
+    assert activity_status_for(error) is status
+
+
+def test_workflow_end_sets_the_terminal_state_and_error() -> None:
+    end = workflow_end_event(REF, WorkflowStates.FAILED, 1234, ApplicationError("bad input", type="BadInput"))
+    assert (end.event_type, end.event_name) == (EventTypes.WORKFLOW_LIFECYCLE, ApplicationEventNames.WORKFLOW_END)
+    assert end.metadata.workflow_state == "failed"
+    assert end.data["duration_ms"] == 1234
+    assert end.data["error_type"] == "ApplicationError"
+    assert end.data["error_message"] == "bad input"
+    assert end.data["application_error_type"] == "BadInput"
+    assert (end.metadata.workflow_id, end.metadata.workflow_run_id) == ("wf-1", "run-1")
+
+
+def test_lifecycle_ids_are_stable_per_step_and_distinct_between_steps() -> None:
+    assert workflow_start_event(REF).event_id == workflow_start_event(REF).event_id
+    end = workflow_end_event(REF, WorkflowStates.COMPLETED, 1)
+    assert end.event_id == workflow_end_event(REF, WorkflowStates.COMPLETED, 5).event_id
+    assert end.event_id != workflow_start_event(REF).event_id
+    next_attempt = ActivityRef(**{**{f: getattr(ACTIVITY, f) for f in ACTIVITY.__slots__}, "attempt": 3})
+    assert activity_start_event(ACTIVITY).event_id == activity_start_event(ACTIVITY).event_id
+    assert activity_start_event(ACTIVITY).event_id != activity_start_event(next_attempt).event_id
+    assert activity_start_event(ACTIVITY).event_id != activity_end_event(ACTIVITY, ActivityStatus.COMPLETED, 1).event_id
+
+
+def test_activity_end_reports_attempt_status_and_error_type() -> None:
+    end = activity_end_event(ACTIVITY, ActivityStatus.FAILED, 40, RuntimeError("card declined"))
+    assert end.event_name == ApplicationEventNames.ACTIVITY_END
+    assert end.data == {
+        "activity_type": "charge",
+        "attempt": 2,
+        "status": "failed",
+        "duration_ms": 40,
+        "error_type": "RuntimeError",
+        "error_message": "card declined",
+    }
+    assert (end.metadata.activity_type, end.metadata.attempt, end.metadata.workflow_id) == ("charge", 2, "wf-1")
