@@ -216,12 +216,12 @@ class SegmentReceiver:
             if status == 200 and body is not None:
                 self._messages.extend(body["batch"])
             self._lock.notify_all()
+        payload: dict[str, object]
         if status == 200:
             payload = {"success": True}
         else:
-            payload = {"code": "invalid_request" if status < 500 else "unavailable", "message": "; ".join(problems)}
-            if not problems:
-                payload["message"] = f"scripted status {status}"
+            message = "; ".join(problems) or f"scripted status {status}"
+            payload = {"code": "invalid_request" if status < 500 else "unavailable", "message": message}
         encoded = json.dumps(payload).encode()
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
