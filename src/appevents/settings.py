@@ -50,6 +50,8 @@ class AppEventsSettings(BaseSettings):
     export_timeout_ms: int = Field(default=30_000, gt=0)
     #: Also record each event as a span event on the current recording span.
     span_events: bool = True
+    #: When SIGTERM has no handler, exit through SystemExit so queued events are drained (see README).
+    handle_sigterm: bool = True
 
     @field_validator("exporters", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import signal
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -64,6 +65,23 @@ def configure(
     return EventStore._configure(settings, exporters, processors, enrichers)
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit`` so interpreter exit (and our atexit drain) runs.
+
+    Only when nobody handles SIGTERM yet (the default disposition kills the process without running exit hooks,
+    losing every queued event); an application's or a framework's own handler is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def _raise_system_exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _raise_system_exit)
+
+
 class EventStore:
     """Publish application events: validated, enriched, emitted as OTel log records, delivered by exporters."""
 
@@ -91,6 +109,8 @@ class EventStore:
             if not state.atexit_registered:
                 atexit.register(cls.shutdown)
                 state.atexit_registered = True
+                if settings.handle_sigterm:
+                    _exit_cleanly_on_sigterm()
         if previous is not None:
             previous.shutdown()
         return pipeline

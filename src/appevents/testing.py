@@ -8,8 +8,8 @@ Installed as a pytest plugin (entry point ``pytest11``), so the fixture is there
         assert event.data["order_id"] == "o-1"
 
 ``captured_events`` routes events to memory for the duration of one test (no other destination), then restores
-the previous configuration. Events are captured as they are emitted, already enriched; reading them waits for events still in flight,
-so assertions see everything published before them.
+the previous configuration. Events are captured as they are emitted, already enriched; reading them waits for
+events still in flight, so assertions see everything published before them.
 """
 
 from __future__ import annotations

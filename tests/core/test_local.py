@@ -77,3 +77,23 @@ def test_query_filters_by_type_and_workflow_and_keeps_the_newest(tmp_path: Path)
         3,
         4,
     ]
+
+
+_KILLED_PUBLISHER = """
+import os, signal
+from appevents import Event, EventStore
+for i in range(1000):
+    EventStore.publish(Event(event_type="batch.item", data={"i": i}))
+os.kill(os.getpid(), signal.SIGTERM)  # as an orchestrator stopping the container would
+import time
+time.sleep(30)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_drains_queued_events_before_the_process_ends(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    env = {**os.environ, "APPEVENTS_LOCAL_PATH": str(db), "APPEVENTS_EXPORTERS": "local"}
+    result = subprocess.run([sys.executable, "-c", _KILLED_PUBLISHER], env=env, timeout=45)
+    assert result.returncode == 128 + 15
+    assert sorted(e.data["i"] for e in LocalEventLog(db)) == list(range(1000))  # type: ignore[type-var]
