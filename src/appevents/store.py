@@ -31,6 +31,8 @@ from appevents.settings import AppEventsSettings
 __all__ = ["EventStore", "configure"]
 
 _logger = logging.getLogger("appevents")
+# Equal to Event.model_dump_json() (default arguments), without its per-call argument handling.
+_to_json = Event.__pydantic_serializer__.to_json
 
 
 class _State:
@@ -160,7 +162,7 @@ class EventStore:
                 return
             enrich(event, pipeline.settings, cls._state.enrichers)
             timestamp_ns = workflow.now().timestamp() * 1e9 if workflow is not None else time.time_ns()
-            pipeline.emit(event, event.model_dump_json(), int(timestamp_ns))
+            pipeline.emit(event, _to_json(event).decode(), int(timestamp_ns))
             if pipeline.settings.span_events:
                 span = trace.get_current_span()
                 if span.is_recording():
