@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from appevents import Event, EventMetadata, EventStore
+from appevents.records import TOPIC_ATTRIBUTE, record_attributes
 from appevents_exporter_dapr import DaprExporter
-from appevents_exporter_dapr.exporter import _topic_name
 from appevents_exporter_dapr.failures import Failure, backoff_delay, classify_error
 from support.dapr_sidecar import DaprSidecar, HttpReceiver
 
@@ -61,10 +61,14 @@ def test_backoff_grows_exponentially_is_capped_and_jittered() -> None:
     assert len({round(d, 6) for d in delays[6:]}) > 1  # jitter: not all the same
 
 
-def test_topic_is_found_in_the_metadata_even_when_data_has_a_topic_name_key() -> None:
+def test_the_topic_travels_as_a_record_attribute_and_data_keys_cannot_spoof_it() -> None:
     tricky = Event(event_type="a.b", data={"topic_name": "from-data"}, metadata=EventMetadata(topic_name='t"quoted'))
-    assert _topic_name(tricky.model_dump_json()) == 't"quoted'
-    assert _topic_name(Event(event_type="a.b", data={"topic_name": "x"}).model_dump_json()) is None
+    assert record_attributes(tricky)[TOPIC_ATTRIBUTE] == 't"quoted'
+    assert TOPIC_ATTRIBUTE not in record_attributes(Event(event_type="a.b", data={"topic_name": "x"}))
+    # Records without the attribute (another producer) fall back to parsing the event.
+    exporter = DaprExporter()
+    assert exporter._topic_of(tricky.model_dump_json()) == 't"quoted'
+    assert exporter._topic_of(Event(event_type="a.b", data={"topic_name": "x"}).model_dump_json()) == "a.b"
 
 
 @pytest.mark.timeout(30)
