@@ -12,6 +12,7 @@ delivery. Exporters (``local`` SQLite log by default; ``dapr``, ``segment``, ``o
 their own threads. Configure with ``APPEVENTS_*`` environment variables or :func:`configure`.
 """
 
+from appevents.auth import AuthError, ClientCredentialsTokenProvider, HeaderProvider
 from appevents.delivery import DeliveryStats
 from appevents.errors import AppEventsError, ConfigurationError
 from appevents.models import ApplicationEventNames, Event, EventMetadata, EventTypes, WorkflowStates
@@ -23,12 +24,15 @@ __all__ = [
     "AppEventsError",
     "AppEventsSettings",
     "ApplicationEventNames",
+    "AuthError",
+    "ClientCredentialsTokenProvider",
     "ConfigurationError",
     "DeliveryStats",
     "Event",
     "EventMetadata",
     "EventStore",
     "EventTypes",
+    "HeaderProvider",
     "WorkflowStates",
     "__version__",
     "configure",
