@@ -14,7 +14,7 @@ import time
 
 from appevents.cli import format_row
 from appevents.local import LocalEventLog
-from appevents.models import Event
+from appevents.models import ApplicationEventNames, Event
 from appevents.settings import AppEventsSettings
 from appevents.store import EventStore, configure
 
@@ -24,6 +24,14 @@ __all__ = ["run_demo", "seed_example_events"]
 def seed_example_events() -> list[Event]:
     """The example events from the seed's documentation, in our API."""
     return [
+        Event(event_type="workflow.started", data={"input_size": 3, "processing_mode": "batch"}),
+        Event(event_type="workflow.completed", data={"records_processed": 10000, "duration_seconds": 42.5}),
+        Event(event_type="workflow.failed", data={"error": "source unavailable", "error_type": "ConnectionError"}),
+        Event(
+            event_name=ApplicationEventNames.WORKFLOW_START.value,
+            event_type="workflow.lifecycle",
+            data={"workflow_name": "DataIngestion"},
+        ),
         Event(
             event_type="workflow.status_changed",
             data={

@@ -14,7 +14,8 @@ from importlib.metadata import entry_points
 import grpc
 import pytest
 
-from appevents import ApplicationEventNames, Event, EventMetadata, EventStore
+from appevents import Event, EventMetadata, EventStore
+from appevents.demo import seed_example_events
 from appevents_exporter_dapr import DaprExporter, create_dapr_exporter
 from appevents_exporter_dapr import sidecar as sidecar_module
 from support.dapr_sidecar import DaprSidecar, HttpReceiver
@@ -23,63 +24,6 @@ from support.token_server import TokenServer
 pytestmark = pytest.mark.timeout(60)
 
 Exporter = Callable[[], DaprExporter]
-
-
-def seed_example_events() -> list[Event]:
-    """The events of the seed's documentation, as a user would publish them."""
-    return [
-        Event(
-            event_type="workflow.status_changed",
-            data={
-                "workflow_id": "wf-123",
-                "old_status": "running",
-                "new_status": "completed",
-                "duration_seconds": 1800,
-            },
-        ),
-        Event(
-            event_type="data.batch_processed",
-            data={"batch_id": "batch-456", "records_processed": 10000, "success_count": 9995, "error_count": 5},
-        ),
-        Event(event_type="workflow.started", data={"input_size": 3, "processing_mode": "batch"}),
-        Event(event_type="workflow.completed", data={"records_processed": 42, "duration_seconds": 7.5}),
-        Event(event_type="workflow.failed", data={"error": "boom", "error_type": "ValueError"}),
-        Event(
-            event_type="activity.progress",
-            data={"dataset_id": "ds-1", "processed_records": 1000, "total_records": 4000, "progress_percentage": 25.0},
-        ),
-        Event(
-            event_type="order.received",
-            data={"order_id": "o-1", "customer_id": "c-9", "total_amount": 99.5, "item_count": 3},
-        ),
-        Event(
-            event_type="order.payment_processed",
-            data={"order_id": "o-1", "payment_status": "ok", "transaction_id": "t-77"},
-        ),
-        Event(
-            event_type="data_quality.alert",
-            data={
-                "dataset_id": "ds-1",
-                "alert_type": "high_null_percentage",
-                "null_percentage": 12.5,
-                "severity": "warning",
-            },
-        ),
-        Event(
-            event_type="data_quality.alert",
-            data={
-                "dataset_id": "ds-1",
-                "alert_type": "high_duplicate_rate",
-                "duplicate_percentage": 7,
-                "severity": "error",
-            },
-        ),
-        Event(
-            event_name=ApplicationEventNames.WORKFLOW_START.value,
-            event_type="workflow.lifecycle",
-            data={"workflow_name": "DataIngestion"},
-        ),
-    ]
 
 
 def numbered_events(count: int, event_type: str = "order.received") -> list[Event]:
