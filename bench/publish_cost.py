@@ -99,7 +99,8 @@ def main() -> None:
         f"publish -> exported throughput (emitter + delivery, no-op exporter): {statistics.median(rates):,.0f} events/s"
     )
     print(
-        f"ratio publish / bare emit (medians): {statistics.median(publish) / statistics.median(bare):.2f}  (goal <= 1.0)"
+        f"ratio publish / bare emit (medians): {statistics.median(publish) / statistics.median(bare):.2f}"
+        "  (goal <= 1.0)"
     )
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
-__all__ = ["DeliveryProcessor", "DeliveryStats", "LogOnce"]
+__all__ = ["DeliveryProcessor", "DeliveryStats", "LogOnce", "Overflow"]
 
 _logger = logging.getLogger(__name__)
 
@@ -56,6 +56,29 @@ class LogOnce:
     def reset(self, cause: str) -> None:
         with self._lock:
             self._seen.pop(cause, None)
+
+
+class Overflow:
+    """Counts events refused by a full (or closed) queue; warns once per overflow episode, not per event.
+
+    An episode ends when the queue accepts an event again (:meth:`accepted`); the next overflow warns again.
+    """
+
+    def __init__(self, logger: logging.Logger, message: str, *args: object) -> None:
+        self._logger = logger
+        self._message = message
+        self._args = args
+        self.dropped = 0
+        self._warned = False
+
+    def accepted(self) -> None:
+        self._warned = False
+
+    def drop(self) -> None:
+        self.dropped += 1
+        if not self._warned:
+            self._warned = True
+            self._logger.warning(self._message + " Dropped so far: %d", *self._args, self.dropped)
 
 
 @dataclass(frozen=True)
@@ -93,8 +116,13 @@ class DeliveryProcessor(LogRecordProcessor):
         self._done = 0  # exported + failed, in acceptance order
         self._exported = 0
         self._failed = 0
-        self._dropped = 0
-        self._overflowing = False
+        self._overflow = Overflow(
+            _logger,
+            "appevents: %s queue is full (%d events) or closed; dropping new events until it drains "
+            "(raise APPEVENTS_MAX_QUEUE_SIZE or check the destination).",
+            name,
+            max_queue_size,
+        )
         self._closed = False
         self._log_once = LogOnce(_logger)
         self._thread = threading.Thread(target=self._run, name=f"appevents-{name}", daemon=True)
@@ -103,25 +131,13 @@ class DeliveryProcessor(LogRecordProcessor):
     # -- caller's path -------------------------------------------------------------------------------------------
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         if self._closed or len(self._queue) >= self._max_queue_size:
-            self._drop()
+            self._overflow.drop()
             return
-        self._overflowing = False
+        self._overflow.accepted()
         self._accepted += 1
         self._queue.append(log_record)
         if len(self._queue) >= self._max_batch and not self._wake.is_set():
             self._wake.set()
-
-    def _drop(self) -> None:
-        self._dropped += 1
-        if not self._overflowing:
-            self._overflowing = True
-            _logger.warning(
-                "appevents: %s queue is full (%d events) or closed; dropping new events until it drains "
-                "(raise APPEVENTS_MAX_QUEUE_SIZE or check the destination). Dropped so far: %d",
-                self.name,
-                self._max_queue_size,
-                self._dropped,
-            )
 
     # -- worker --------------------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -189,6 +205,6 @@ class DeliveryProcessor(LogRecordProcessor):
             accepted=self._accepted,
             exported=self._exported,
             failed=self._failed,
-            dropped=self._dropped,
+            dropped=self._overflow.dropped,
             queued=len(self._queue),
         )

@@ -20,7 +20,7 @@ from typing import NamedTuple
 from opentelemetry._logs import Logger, SeverityNumber
 from opentelemetry.context import Context
 
-from appevents.delivery import DeliveryStats, LogOnce
+from appevents.delivery import DeliveryStats, LogOnce, Overflow
 
 __all__ = ["Emitter"]
 
@@ -53,8 +53,12 @@ class Emitter:
         self._submitted = 0
         self._emitted = 0
         self._failed = 0
-        self._dropped = 0
-        self._overflowing = False
+        self._overflow = Overflow(
+            _logger,
+            "appevents: %d events are waiting to be emitted (or the pipeline is shut down); dropping new "
+            "events until it catches up (raise APPEVENTS_MAX_QUEUE_SIZE).",
+            max_pending,
+        )
         self._closed = False
         self._log_once = LogOnce(_logger)
         self._thread = threading.Thread(target=self._run, name="appevents-emitter", daemon=True)
@@ -65,22 +69,11 @@ class Emitter:
     ) -> None:
         """Queue one event (caller's path: a tuple and a queue append)."""
         if self._closed or self._submitted - self._emitted - self._failed >= self._max_pending:
-            self._drop()
+            self._overflow.drop()
             return
-        self._overflowing = False
+        self._overflow.accepted()
         self._submitted += 1
         self._inbox.put(_Item(timestamp_ns, event_type, body, attributes, context))
-
-    def _drop(self) -> None:
-        self._dropped += 1
-        if not self._overflowing:
-            self._overflowing = True
-            _logger.warning(
-                "appevents: %d events are waiting to be emitted (or the pipeline is shut down); dropping new "
-                "events until it catches up (raise APPEVENTS_MAX_QUEUE_SIZE). Dropped so far: %d",
-                self._max_pending,
-                self._dropped,
-            )
 
     def _run(self) -> None:
         emit = self._logger.emit
@@ -133,6 +126,6 @@ class Emitter:
             accepted=self._submitted,
             exported=self._emitted,
             failed=self._failed,
-            dropped=self._dropped,
+            dropped=self._overflow.dropped,
             queued=max(0, self._submitted - self._emitted - self._failed),
         )
