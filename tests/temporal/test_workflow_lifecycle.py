@@ -23,6 +23,7 @@ from temporal.workflows import (
     CompletingWorkflow,
     ContinuingWorkflow,
     FailingWorkflow,
+    LookupFailingWorkflow,
     WaitingWorkflow,
 )
 
@@ -132,3 +133,25 @@ async def test_workflow_end_reports_continued_as_new_per_run(
     for end in ends:
         assert FIVE_MINUTES_MS <= end.data["duration_ms"] < 2 * FIVE_MINUTES_MS  # type: ignore[operator]
         assert "error_type" not in end.data
+
+
+async def test_configured_failure_exception_types_end_the_run_as_failed(
+    time_skipping_env: WorkflowEnvironment, task_queue: str, captured_events: CapturedEvents
+) -> None:
+    workflow_id = f"lookup-{uuid.uuid4()}"
+    worker = Worker(
+        time_skipping_env.client,
+        task_queue=task_queue,
+        workflows=ALL_WORKFLOWS,
+        activities=ALL_ACTIVITIES,
+        plugins=[AppEventsPlugin()],
+        workflow_failure_exception_types=[KeyError],
+    )
+    async with worker:
+        with pytest.raises(WorkflowFailureError):
+            await time_skipping_env.client.execute_workflow(
+                LookupFailingWorkflow.run, id=workflow_id, task_queue=task_queue
+            )
+    [end] = _ends(captured_events, workflow_id)
+    assert end.metadata.workflow_state == WorkflowStates.FAILED
+    assert end.data["error_type"] == "KeyError"

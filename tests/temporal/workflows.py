@@ -55,6 +55,15 @@ class FailingWorkflow:
 
 
 @workflow.defn
+class LookupFailingWorkflow:
+    """Raises a plain KeyError: a task failure, unless the worker lists KeyError as a workflow failure type."""
+
+    @workflow.run
+    async def run(self) -> None:
+        raise KeyError("sku-17")
+
+
+@workflow.defn
 class WaitingWorkflow:
     """Waits (a day of workflow time) until cancelled."""
 
@@ -170,6 +179,7 @@ class ActivityFailingWorkflow:
 ALL_WORKFLOWS = [
     CompletingWorkflow,
     FailingWorkflow,
+    LookupFailingWorkflow,
     WaitingWorkflow,
     ContinuingWorkflow,
     RetryingActivityWorkflow,

@@ -12,6 +12,11 @@ What runs where, and why it is safe:
   so replaying a history (cache eviction, a new worker picking up the run, ``Replayer``) emits nothing; events
   the workflow code publishes from a query handler are still emitted. A workflow task that failed and is retried
   is not a replay: its events are emitted again with the *same* ids, so a downstream dedupe removes them.
+- **Terminal states**: ``workflow_end`` reports what the run method's outcome makes the server record —
+  completed, failed, cancelled or continued_as_new (see :func:`~appevents.temporal.lifecycle.workflow_state_for`).
+  An exception that temporalio treats as a *task* failure (a plain ``Exception`` not listed in
+  ``workflow_failure_exception_types``) ends no run: the task is retried, so no ``workflow_end`` is published.
+  Termination and timeouts happen on the server without running workflow code; no worker can report them.
 - **Activity side** (``activity_start``/``activity_end`` per attempt) runs in the worker's event loop around the
   activity, outside the sandbox; it reads ``activity.info()`` and the monotonic clock.
 
@@ -32,6 +37,7 @@ from typing import Any
 import temporalio.client
 import temporalio.worker
 from temporalio import activity, workflow
+from temporalio.exceptions import FailureError, is_cancelled_exception
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -94,8 +100,25 @@ def _workflow_ref() -> WorkflowRef:
 
 def _workflow_duration_ms() -> int:
     # Workflow time, not the wall clock: deterministic, and what time-skipping servers advance.
-    elapsed = workflow.now() - workflow.info().workflow_start_time
+    info = workflow.info()
+    # workflow_start_time (the run's start) is newer than start_time (its first workflow task).
+    started = getattr(info, "workflow_start_time", None) or info.start_time
+    elapsed = workflow.now() - started
     return max(0, int(elapsed.total_seconds() * 1000))
+
+
+def _cancel_requested(error: BaseException) -> bool:
+    cancellation_reason = getattr(workflow, "cancellation_reason", None)
+    if cancellation_reason is None:  # temporalio before cancellation_reason(): a cancellation reaching the top
+        return is_cancelled_exception(error)  # of the run is, in practice, the requested one
+    return cancellation_reason() is not None
+
+
+def _is_failure(error: BaseException) -> bool:
+    is_failure_exception = getattr(workflow, "is_failure_exception", None)
+    if is_failure_exception is None:  # older temporalio: only FailureError fails a workflow by default
+        return isinstance(error, FailureError)
+    return bool(is_failure_exception(error))
 
 
 def _workflow_end(ref: WorkflowRef, state: WorkflowStates, error: BaseException | None) -> Event:
@@ -119,11 +142,7 @@ class _WorkflowLifecycleInterceptor(WorkflowInboundInterceptor):
     @staticmethod
     def _report_end(ref: WorkflowRef, error: BaseException) -> None:
         try:
-            state = workflow_state_for(
-                error,
-                cancel_requested=workflow.cancellation_reason() is not None,
-                is_failure=workflow.is_failure_exception,
-            )
+            state = workflow_state_for(error, cancel_requested=_cancel_requested(error), is_failure=_is_failure)
         except Exception:
             _logger.debug("appevents: could not classify a workflow outcome", exc_info=True)
             return
