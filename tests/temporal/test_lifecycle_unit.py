@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
@@ -10,12 +11,14 @@ from temporalio.workflow import ContinueAsNewError
 
 from appevents import ApplicationEventNames, EventTypes, WorkflowStates
 from appevents.temporal.lifecycle import (
+    LIFECYCLE_ID_NAMESPACE,
     ActivityRef,
     ActivityStatus,
     WorkflowRef,
     activity_end_event,
     activity_start_event,
     activity_status_for,
+    lifecycle_event_id,
     workflow_end_event,
     workflow_start_event,
     workflow_state_for,
@@ -123,6 +126,13 @@ def test_lifecycle_ids_are_stable_per_step_and_distinct_between_steps() -> None:
     assert activity_start_event(ACTIVITY).event_id == activity_start_event(ACTIVITY).event_id
     assert activity_start_event(ACTIVITY).event_id != activity_start_event(next_attempt).event_id
     assert activity_start_event(ACTIVITY).event_id != activity_end_event(ACTIVITY, ActivityStatus.COMPLETED, 1).event_id
+
+
+@pytest.mark.parametrize("parts", [("wf-1", "run-1", "workflow_start"), ("", "r", "7", "2", "activity_end"), ("é",)])
+def test_lifecycle_event_id_is_the_standard_uuid5(parts: tuple[str, ...]) -> None:
+    expected = uuid.uuid5(LIFECYCLE_ID_NAMESPACE, "\x1f".join(parts))
+    assert lifecycle_event_id(*parts) == str(expected)
+    assert uuid.UUID(lifecycle_event_id(*parts)).version == 5
 
 
 def test_activity_end_reports_attempt_status_and_error_type() -> None:
