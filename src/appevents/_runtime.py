@@ -6,22 +6,31 @@ workflow or activity, so the lookups below answer without importing it.
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from typing import Any
 
 from appevents.settings import DEFAULT_MAX_EVENT_BYTES
 
-_max_event_bytes = DEFAULT_MAX_EVENT_BYTES
+_max_event_bytes: int | None = None
 
 
-def set_max_event_bytes(limit: int) -> None:
-    """Set the ``data`` size cap applied at :class:`~appevents.Event` construction (from the active settings)."""
+def set_max_event_bytes(limit: int | None) -> None:
+    """Set the ``data`` size cap applied at :class:`~appevents.Event` construction (``configure`` passes the
+    active settings' value; None: read ``APPEVENTS_MAX_EVENT_BYTES`` from the environment at next use)."""
     global _max_event_bytes
     _max_event_bytes = limit
 
 
 def max_event_bytes() -> int:
+    """The cap in force: the configured one, else the environment's, else the default."""
+    global _max_event_bytes
+    if _max_event_bytes is None:
+        try:
+            _max_event_bytes = int(os.environ.get("APPEVENTS_MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES))
+        except ValueError:  # configure() reports the bad value; construction keeps the default meanwhile
+            _max_event_bytes = DEFAULT_MAX_EVENT_BYTES
     return _max_event_bytes
 
 

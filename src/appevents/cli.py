@@ -62,7 +62,7 @@ def _tail(args: argparse.Namespace) -> int:
         if not args.json:
             print(_header())
         _print_rows(rows, args.json)
-        last_seq = rows[-1].seq if rows else log.query(last=1)[0].seq if log.count() else 0
+        last_seq = rows[-1].seq if rows else log.last_seq()
         while args.follow:
             time.sleep(args.interval)
             rows = log.query(event_type=args.type, workflow_id=args.workflow_id, after_seq=last_seq)

@@ -61,7 +61,8 @@ class LogOnce:
 class Overflow:
     """Counts events refused by a full (or closed) queue; warns once per overflow episode, not per event.
 
-    An episode ends when the queue accepts an event again (:meth:`accepted`); the next overflow warns again.
+    An episode ends when the consumer has drained the queue (it calls :meth:`recovered`), not when one event
+    squeezes in, so a queue that stays saturated warns once, not at every wobble.
     """
 
     def __init__(self, logger: logging.Logger, message: str, *args: object) -> None:
@@ -71,7 +72,7 @@ class Overflow:
         self.dropped = 0
         self._warned = False
 
-    def accepted(self) -> None:
+    def recovered(self) -> None:
         self._warned = False
 
     def drop(self) -> None:
@@ -133,7 +134,6 @@ class DeliveryProcessor(LogRecordProcessor):
         if self._closed or len(self._queue) >= self._max_queue_size:
             self._overflow.drop()
             return
-        self._overflow.accepted()
         self._accepted += 1
         self._queue.append(log_record)
         if len(self._queue) >= self._max_batch and not self._wake.is_set():
@@ -154,6 +154,7 @@ class DeliveryProcessor(LogRecordProcessor):
             while self._queue and len(batch) < self._max_batch:
                 batch.append(self._queue.popleft())
             self._export(batch)
+        self._overflow.recovered()
 
     def _export(self, batch: Sequence[ReadWriteLogRecord]) -> None:
         try:
@@ -192,13 +193,22 @@ class DeliveryProcessor(LogRecordProcessor):
         return bool(self.exporter.force_flush(max(0, int((deadline - time.monotonic()) * 1000))))
 
     def shutdown(self, timeout_millis: int = 30_000) -> None:
+        self.close(timeout_millis)
+
+    def close(self, timeout_millis: int = 30_000) -> bool:
+        """Deliver what is queued within the timeout, stop the worker, shut the exporter down.
+
+        Returns False if records were left undelivered. New records are refused (and counted) from here on.
+        """
         if self._closed:
-            return
-        self.force_flush(timeout_millis)
+            return not self._queue
+        deadline = time.monotonic() + timeout_millis / 1000
+        drained = self.force_flush(timeout_millis)
         self._closed = True
         self._wake.set()
-        self._thread.join(timeout=max(0.1, timeout_millis / 1000))
+        self._thread.join(timeout=max(0.1, deadline - time.monotonic()))
         self.exporter.shutdown()  # type: ignore[no-untyped-call]
+        return drained
 
     def stats(self) -> DeliveryStats:
         return DeliveryStats(

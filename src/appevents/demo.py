@@ -96,8 +96,7 @@ class _Watcher:
 
     def __init__(self, log: LocalEventLog) -> None:
         self._log = log
-        last = log.query(last=1)
-        self.last_seq = last[0].seq if last else 0
+        self.last_seq = log.last_seq()
         self.landed = 0
         self.last_landed_at = time.monotonic()
         self._stop = threading.Event()
@@ -138,7 +137,7 @@ def run_demo(*, temporal: bool = True, temporal_address: str | None = None) -> i
     published = 0
     try:
         for event in seed_example_events():
-            asyncio.run(EventStore.publish_event(event))
+            EventStore.publish(event)
             published += 1
         if temporal:
             _run_temporal_part(temporal_address)

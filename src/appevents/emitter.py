@@ -71,13 +71,14 @@ class Emitter:
         if self._closed or self._submitted - self._emitted - self._failed >= self._max_pending:
             self._overflow.drop()
             return
-        self._overflow.accepted()
         self._submitted += 1
         self._inbox.put(_Item(timestamp_ns, event_type, body, attributes, context))
 
     def _run(self) -> None:
         emit = self._logger.emit
         while True:
+            if self._inbox.empty():
+                self._overflow.recovered()
             item = self._inbox.get()
             if isinstance(item, _Marker):
                 item.reached.set()

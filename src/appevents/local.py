@@ -17,7 +17,7 @@ from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
 from appevents.models import Event
-from appevents.records import event_json_from_record
+from appevents.records import event_from_json, event_json_from_record
 from appevents.settings import AppEventsSettings
 
 __all__ = ["LocalEventLog", "LocalExporter", "StoredEvent", "create_local_exporter"]
@@ -51,7 +51,7 @@ class StoredEvent:
     body: str
 
     def event(self) -> Event:
-        return Event.model_validate_json(self.body)
+        return event_from_json(self.body)
 
 
 class LocalEventLog:
@@ -120,6 +120,12 @@ class LocalEventLog:
             rows = self._db.execute(sql, params).fetchall()
         return [StoredEvent(seq, published_ns, body) for seq, published_ns, body in rows]
 
+    def last_seq(self) -> int:
+        """Position of the newest event (0 for an empty log): ``query(after_seq=...)`` continues from it."""
+        with self._lock:
+            (seq,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+        return int(seq)
+
     def count(self) -> int:
         with self._lock:
             (n,) = self._db.execute("SELECT COUNT(*) FROM events").fetchone()
@@ -151,7 +157,7 @@ class LocalExporter(LogRecordExporter):
         for record in batch:
             body = event_json_from_record(record)
             if body is not None:
-                rows.append((Event.model_validate_json(body), body, record.log_record.timestamp))
+                rows.append((event_from_json(body), body, record.log_record.timestamp))
         if rows:
             self._open().append(rows)
         return LogRecordExportResult.SUCCESS

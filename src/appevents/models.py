@@ -15,13 +15,14 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationInfo, field_validator
 
 from appevents import _runtime
 
 __all__ = [
     "EVENT_TYPE_PATTERN",
     "MAX_EVENT_TYPE_LENGTH",
+    "STORED_EVENT_CONTEXT",
     "ApplicationEventNames",
     "Event",
     "EventMetadata",
@@ -32,6 +33,8 @@ __all__ = [
 #: ``domain.action`` shape: lowercase words joined by dots (``order.received``, ``data_quality.alert``).
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
 MAX_EVENT_TYPE_LENGTH = 255
+#: Validation context key marking an event read back from a log record or a store (the size cap is not re-applied).
+STORED_EVENT_CONTEXT = "appevents_stored_event"
 _EVENT_TYPE_RE = re.compile(EVENT_TYPE_PATTERN)
 
 
@@ -91,11 +94,6 @@ class EventMetadata(BaseModel):
     sdk_version: str | None = None
 
 
-def _new_event_id() -> str:
-    # Inside a Temporal workflow the id must be deterministic (re-executed tasks yield the same ids).
-    return _runtime.new_event_id()
-
-
 class Event(BaseModel):
     """One application event.
 
@@ -110,7 +108,8 @@ class Event(BaseModel):
     event_name: str | None = None
     data: dict[str, JsonValue] = Field(default_factory=dict)
     metadata: EventMetadata = Field(default_factory=EventMetadata)
-    event_id: str = Field(default_factory=_new_event_id)
+    #: Generated when absent; inside a Temporal workflow from ``workflow.uuid4()`` (deterministic).
+    event_id: str = Field(default_factory=_runtime.new_event_id)
 
     @field_validator("event_type")
     @classmethod
@@ -132,7 +131,9 @@ class Event(BaseModel):
 
     @field_validator("data")
     @classmethod
-    def _data_size_capped(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _data_size_capped(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if info.context is not None and info.context.get(STORED_EVENT_CONTEXT):
+            return value  # checked when it was built; a stored event is read back whatever the cap is now
         limit = _runtime.max_event_bytes()
         size = len(pydantic_core.to_json(value))
         if size > limit:

@@ -22,12 +22,12 @@ from opentelemetry.context import get_current
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
 from opentelemetry.sdk.resources import Resource
+from pydantic import ValidationError
 
 from appevents.delivery import DeliveryProcessor, DeliveryStats
 from appevents.emitter import Emitter
 from appevents.errors import ConfigurationError
-from appevents.models import Event
-from appevents.records import LOGGER_NAME, record_attributes
+from appevents.records import LOGGER_NAME
 from appevents.settings import AppEventsSettings
 from appevents.version import __version__
 
@@ -64,7 +64,14 @@ def load_exporter(name: str, settings: AppEventsSettings) -> LogRecordExporter |
             f"install its distribution, e.g. `pip install 'appevents[{name}]'`, or fix APPEVENTS_EXPORTERS"
         )
     factory: ExporterFactory = next(iter(matches)).load()
-    return factory(settings)
+    try:
+        return factory(settings)
+    except ConfigurationError:
+        raise
+    except ValidationError as exc:
+        # Without the offending input values: a bad setting may be a secret.
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(f"exporter {name!r} is misconfigured: {problems}") from None
 
 
 def create_console_exporter(settings: AppEventsSettings) -> LogRecordExporter:
@@ -84,14 +91,15 @@ def create_otlp_exporter(settings: AppEventsSettings) -> LogRecordExporter:
 
 
 def _resource(settings: AppEventsSettings) -> Resource:
-    # Resource.create reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME itself; explicit settings win.
-    return Resource.create(
-        {
-            "service.name": settings.application_name,
-            "appevents.tenant_id": settings.tenant_id,
-            "telemetry.sdk.appevents.version": __version__,
-        }
-    )
+    # Resource.create reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME itself; an application name that was
+    # set (by any of its names) wins, the default does not override a service.name from the environment.
+    attributes: dict[str, str] = {
+        "appevents.tenant_id": settings.tenant_id,
+        "telemetry.sdk.appevents.version": __version__,
+    }
+    if "application_name" in settings.model_fields_set:
+        attributes["service.name"] = settings.application_name
+    return Resource.create(attributes)
 
 
 class Pipeline:
@@ -126,10 +134,10 @@ class Pipeline:
     def has_destinations(self) -> bool:
         return bool(self.processors or self._extra)
 
-    def emit(self, event: Event, body: str, timestamp_ns: int) -> None:
-        """Hand one enriched event to the emitter (caller's path: memory only); it becomes a log record on the
-        emitter thread, in the OTel context current here."""
-        self.emitter.submit(timestamp_ns, event.event_type, body, record_attributes(event), get_current())
+    def emit(self, event_type: str, body: str, attributes: dict[str, str], timestamp_ns: int) -> None:
+        """Hand one enriched event (its JSON and record attributes) to the emitter — caller's path, memory only;
+        it becomes a log record on the emitter thread, in the OTel context current here."""
+        self.emitter.submit(timestamp_ns, event_type, body, attributes, get_current())
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until everything published so far has been exported; False if the timeout ran out first."""
@@ -139,12 +147,31 @@ class Pipeline:
         remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
         return bool(self.provider.force_flush(remaining_ms))
 
-    def shutdown(self, timeout_s: float = 10.0) -> None:
-        self.emitter.close(timeout_s)
+    def shutdown(self, timeout_s: float = 10.0) -> bool:
+        """Drain and stop every stage within ``timeout_s`` in all; False if events were left undelivered.
+
+        The exporters drain concurrently (each has its own worker), so the waits below overlap: the total is
+        bounded by ``timeout_s``, not by the sum of per-exporter timeouts. What is left is reported once.
+        """
+        deadline = time.monotonic() + timeout_s
+
+        def remaining_ms() -> int:
+            return max(0, int((deadline - time.monotonic()) * 1000))
+
+        drained = self.emitter.close(timeout_s)
         for processor in self.processors.values():
-            processor.shutdown(int(timeout_s * 1000))
+            drained = processor.close(remaining_ms()) and drained
         for extra in self._extra:
             extra.shutdown()
+        if not drained:
+            left = {name: s.queued for name, s in self.stats().items() if s.queued}
+            _logger.warning(
+                "appevents: shutdown ran out of its %.1fs before everything was delivered; events left per stage: "
+                "%s (raise the timeout or check the destinations)",
+                timeout_s,
+                left or "in flight in an exporter",
+            )
+        return drained
 
     def stats(self) -> dict[str, DeliveryStats]:
         """Counters of the emitter (key ``emitter``) and of each exporter's delivery queue."""

@@ -25,13 +25,14 @@ from __future__ import annotations
 from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 
-from appevents.models import Event
+from appevents.models import STORED_EVENT_CONTEXT, Event
 
 __all__ = [
     "EVENT_ID_ATTRIBUTE",
     "EVENT_NAME_ATTRIBUTE",
     "LOGGER_NAME",
     "TOPIC_ATTRIBUTE",
+    "event_from_json",
     "event_from_record",
     "event_json_from_record",
     "record_attributes",
@@ -73,7 +74,12 @@ def event_json_from_record(record: AnyLogRecord) -> str | None:
     return log_record.body
 
 
+def event_from_json(body: str | bytes) -> Event:
+    """Rebuild an event from its JSON as published (the size cap in force now is not re-applied)."""
+    return Event.model_validate_json(body, context={STORED_EVENT_CONTEXT: True})
+
+
 def event_from_record(record: AnyLogRecord) -> Event | None:
     """Rebuild the :class:`Event` a log record carries (None for records that are not appevents events)."""
     body = event_json_from_record(record)
-    return None if body is None else Event.model_validate_json(body)
+    return None if body is None else event_from_json(body)

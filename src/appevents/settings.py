@@ -46,7 +46,7 @@ class AppEventsSettings(BaseSettings):
     # Batching between the emitter and each exporter (OTel BatchLogRecordProcessor knobs).
     max_queue_size: int = Field(default=20_000, gt=0)
     max_export_batch_size: int = Field(default=512, gt=0)
-    schedule_delay_ms: int = Field(default=200, ge=0)
+    schedule_delay_ms: int = Field(default=200, gt=0)
     export_timeout_ms: int = Field(default=30_000, gt=0)
     #: Also record each event as a span event on the current recording span.
     span_events: bool = True

@@ -13,7 +13,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 from opentelemetry import trace
@@ -39,14 +40,34 @@ class _State:
     """What ``configure()`` set up. One per process, owned by :class:`EventStore`."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.pipeline: Pipeline | None = None
-        self.settings = AppEventsSettings.model_construct()
+        self._settings: AppEventsSettings | None = None
         self.enrichers: tuple[Enricher, ...] = DEFAULT_ENRICHERS
         self.configured = False
-        self.atexit_registered = False
+        self.exit_hook_registered = False
+        self.sigterm_handled = False
         self.log_once = LogOnce(_logger)
         self.unpublished = 0
+
+    @property
+    def settings(self) -> AppEventsSettings:
+        """The configured settings; before any configuration, those of the environment."""
+        if self._settings is None:
+            self._settings = AppEventsSettings()
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: AppEventsSettings | None) -> None:
+        self._settings = value
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    pipeline: Pipeline | None
+    settings: AppEventsSettings | None
+    enrichers: tuple[Enricher, ...]
+    configured: bool
 
 
 def configure(
@@ -67,21 +88,43 @@ def configure(
     return EventStore._configure(settings, exporters, processors, enrichers)
 
 
-def _exit_cleanly_on_sigterm() -> None:
-    """Turn SIGTERM into ``SystemExit`` so interpreter exit (and our atexit drain) runs.
+def _exit_cleanly_on_sigterm() -> bool:
+    """Turn SIGTERM into ``SystemExit`` so interpreter exit (and our exit drain) runs; True once decided.
 
     Only when nobody handles SIGTERM yet (the default disposition kills the process without running exit hooks,
-    losing every queued event); an application's or a framework's own handler is left alone.
+    losing every queued event); an application's or a framework's own handler is left alone. Signal handlers can
+    only be installed from the main thread: from another thread this answers False and a later call retries.
     """
     if threading.current_thread() is not threading.main_thread():
-        return
+        return False
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
+        return True
 
     def _raise_system_exit(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, _raise_system_exit)
+    return True
+
+
+def _register_exit_drain(drain: Callable[[], object]) -> None:
+    """Drain at interpreter exit *before* thread pools refuse new work.
+
+    ``concurrent.futures`` marks every executor shut down from a ``threading`` exit hook, which runs before
+    ``atexit`` handlers; an exporter that sends through a pool would then fail every queued event. Hooks
+    registered with ``threading._register_atexit`` run last-in first-out, so registering ours after
+    ``concurrent.futures.thread`` is imported puts the drain first. ``atexit`` stays as the fallback.
+    """
+    import concurrent.futures.thread  # noqa: F401  # its exit hook must be registered before ours
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        try:
+            register(drain)
+            return
+        except RuntimeError:  # the interpreter is already shutting down
+            pass
+    atexit.register(drain)
 
 
 class EventStore:
@@ -108,11 +151,11 @@ class EventStore:
             state.configured = True
             state.log_once.reset("no-destinations")
             _runtime.set_max_event_bytes(settings.max_event_bytes)
-            if not state.atexit_registered:
-                atexit.register(cls.shutdown)
-                state.atexit_registered = True
-                if settings.handle_sigterm:
-                    _exit_cleanly_on_sigterm()
+            if not state.exit_hook_registered:
+                _register_exit_drain(cls.shutdown)
+                state.exit_hook_registered = True
+            if settings.handle_sigterm and not state.sigterm_handled:
+                state.sigterm_handled = _exit_cleanly_on_sigterm()
         if previous is not None:
             previous.shutdown()
         return pipeline
@@ -120,18 +163,21 @@ class EventStore:
     @classmethod
     def _pipeline(cls) -> Pipeline | None:
         state = cls._state
-        if not state.configured:
-            try:
-                cls._configure(None, None, (), None)
-            except Exception as exc:
-                state.configured = True  # configure once; do not retry (and warn) per event
-                state.log_once(  # same cause as "no destinations": the user hears one of the two
-                    "no-destinations",
-                    logging.WARNING,
-                    "appevents: could not configure the event pipeline from the environment (%s); events are "
-                    "not published. Call appevents.configure() to see the full error.",
-                    exc,
-                )
+        if state.configured:
+            return state.pipeline
+        with state.lock:  # concurrent first publishers: one of them configures, the others wait for it
+            if not state.configured:
+                try:
+                    cls._configure(None, None, (), None)
+                except Exception as exc:
+                    state.configured = True  # configure once; do not retry (and warn) per event
+                    state.log_once(  # same cause as "no destinations": the user hears one of the two
+                        "no-destinations",
+                        logging.WARNING,
+                        "appevents: could not configure the event pipeline from the environment (%s); events "
+                        "are not published. Call appevents.configure() to see the full error.",
+                        exc,
+                    )
         return state.pipeline
 
     @classmethod
@@ -162,11 +208,12 @@ class EventStore:
                 return
             enrich(event, pipeline.settings, cls._state.enrichers)
             timestamp_ns = workflow.now().timestamp() * 1e9 if workflow is not None else time.time_ns()
-            pipeline.emit(event, _to_json(event).decode(), int(timestamp_ns))
+            attributes = record_attributes(event)
+            pipeline.emit(event.event_type, _to_json(event).decode(), attributes, int(timestamp_ns))
             if pipeline.settings.span_events:
                 span = trace.get_current_span()
                 if span.is_recording():
-                    span.add_event(event.event_type, record_attributes(event))
+                    span.add_event(event.event_type, attributes)
         except Exception as exc:
             cls._state.unpublished += 1
             cls._state.log_once(
@@ -195,28 +242,49 @@ class EventStore:
     # -- draining ------------------------------------------------------------------------------------------------
     @classmethod
     def flush_sync(cls, timeout_s: float = 10.0) -> bool:
-        """Block until everything published so far is exported; False if ``timeout_s`` ran out first."""
+        """Block until everything published so far is settled by every exporter (delivered, or failed and
+        counted in :meth:`stats`); False if ``timeout_s`` ran out first."""
         pipeline = cls._state.pipeline
         return True if pipeline is None else pipeline.flush(timeout_s)
 
     @classmethod
     async def flush(cls, timeout_s: float = 10.0) -> bool:
-        """Wait (without blocking the event loop) until everything published so far is exported.
+        """Wait (without blocking the event loop) until everything published so far is settled (see
+        :meth:`flush_sync`).
 
         Not for workflow code: workflows must not wait on I/O; the worker flushes at shutdown.
         """
         return await asyncio.to_thread(cls.flush_sync, timeout_s)
 
     @classmethod
-    def shutdown(cls, timeout_s: float = 10.0) -> None:
-        """Drain and stop the pipeline. Runs at interpreter exit too; the next publish configures anew."""
+    def shutdown(cls, timeout_s: float = 10.0) -> bool:
+        """Drain and stop the pipeline within ``timeout_s`` in all; False (and one warning with the counts) if
+        events were left undelivered. Runs at interpreter exit too; the next publish configures anew."""
         state = cls._state
         with state.lock:
             pipeline, state.pipeline = state.pipeline, None
             state.configured = False
+            state.settings = None
             state.log_once = LogOnce(_logger)  # a new lifecycle reports its problems again
-        if pipeline is not None:
-            pipeline.shutdown(timeout_s)
+            _runtime.set_max_event_bytes(None)
+        return True if pipeline is None else pipeline.shutdown(timeout_s)
+
+    @classmethod
+    def _detach(cls) -> _Snapshot:
+        """Take the current configuration out without stopping it (the test kit puts it back with _attach)."""
+        state = cls._state
+        with state.lock:
+            saved = _Snapshot(state.pipeline, state._settings, state.enrichers, state.configured)
+            state.pipeline, state.settings, state.configured = None, None, False
+            return saved
+
+    @classmethod
+    def _attach(cls, saved: _Snapshot) -> None:
+        state = cls._state
+        with state.lock:
+            state.pipeline, state.settings = saved.pipeline, saved.settings
+            state.enrichers, state.configured = saved.enrichers, saved.configured
+            _runtime.set_max_event_bytes(saved.settings.max_event_bytes if saved.settings is not None else None)
 
     @classmethod
     def stats(cls) -> dict[str, DeliveryStats]:

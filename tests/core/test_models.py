@@ -27,10 +27,39 @@ def _error_locations(exc: ValidationError) -> list[tuple[object, ...]]:
     return [tuple(err["loc"]) for err in exc.errors()]
 
 
-def test_seed_examples_are_accepted_unchanged() -> None:
-    for event in seed_example_events():
-        rebuilt = Event(event_type=event.event_type, data=json.loads(json.dumps(event.data)))
-        assert rebuilt.data == event.data
+SEED_EXAMPLES = [  # the seed's documentation, verbatim
+    (
+        "workflow.status_changed",
+        {"workflow_id": "wf-123", "old_status": "running", "new_status": "completed", "duration_seconds": 1800},
+    ),
+    (
+        "data.batch_processed",
+        {"batch_id": "batch-456", "records_processed": 10000, "success_count": 9995, "error_count": 5},
+    ),
+    ("workflow.started", {"input_size": 3, "processing_mode": "batch"}),
+    (
+        "data_quality.alert",
+        {"dataset_id": "ds-1", "alert_type": "high_null_percentage", "null_percentage": 12.5, "severity": "warning"},
+    ),
+    (
+        "activity.progress",
+        {"dataset_id": "ds-1", "processed_records": 1000, "total_records": 4000, "progress_percentage": 25.0},
+    ),
+    ("order.payment_processed", {"order_id": "o-1", "payment_status": "ok", "transaction_id": "t-77"}),
+]
+
+
+@pytest.mark.parametrize(("event_type", "data"), SEED_EXAMPLES, ids=[t for t, _ in SEED_EXAMPLES])
+def test_seed_examples_are_accepted_unchanged(event_type: str, data: dict[str, object]) -> None:
+    expected = json.loads(json.dumps(data))  # an independent copy: validation must not alter values or types
+    event = Event(event_type=event_type, data=data)  # type: ignore[arg-type]
+    assert event.data == expected
+    assert [type(v) for v in event.data.values()] == [type(v) for v in expected.values()]
+    assert json.loads(event.model_dump_json())["data"] == expected
+
+
+def test_the_demo_publishes_valid_seed_events() -> None:
+    assert {e.event_type for e in seed_example_events()} >= {t for t, _ in SEED_EXAMPLES}
     lifecycle = Event(
         event_name=ApplicationEventNames.WORKFLOW_START.value,
         event_type="workflow.lifecycle",

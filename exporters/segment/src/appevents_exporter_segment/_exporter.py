@@ -26,9 +26,9 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from pydantic import ValidationError
 from segment.analytics import Client
 
-from appevents import AppEventsSettings, ConfigurationError, Event
+from appevents import AppEventsSettings, ConfigurationError
 from appevents.delivery import LogOnce
-from appevents.records import EVENT_NAME_ATTRIBUTE, event_json_from_record
+from appevents.records import EVENT_NAME_ATTRIBUTE, event_from_json, event_json_from_record
 from appevents_exporter_segment._mapping import SegmentTrack, track_for_event
 from appevents_exporter_segment._redaction import (
     REDACTED,
@@ -66,8 +66,8 @@ class SegmentExportStats:
         return max(0, self.accepted - self.failed - self.pending)
 
 
-def _log_record(record: Any) -> Any:
-    return getattr(record, "log_record", record)
+def _as_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 class SegmentExporter(LogRecordExporter):
@@ -120,15 +120,14 @@ class SegmentExporter(LogRecordExporter):
         return LogRecordExportResult.SUCCESS if complete else LogRecordExportResult.FAILURE
 
     def _track_for(self, record: ReadableLogRecord) -> SegmentTrack | None:
-        log_record = _log_record(record)
         # records.py puts the lifecycle name in an attribute, so business events are skipped without parsing.
-        attributes = log_record.attributes or {}
+        attributes = record.log_record.attributes or {}
         body = event_json_from_record(record)
-        if body is None or self.settings.segment_event_name(attributes.get(EVENT_NAME_ATTRIBUTE)) is None:
+        if body is None or self.settings.segment_event_name(_as_str(attributes.get(EVENT_NAME_ATTRIBUTE))) is None:
             self._count("skipped")
             return None
         try:
-            event = Event.model_validate_json(body)
+            event = event_from_json(body)
         except ValidationError as exc:
             self._count("invalid")
             self._log_once(
@@ -140,7 +139,7 @@ class SegmentExporter(LogRecordExporter):
             return None
         return track_for_event(
             event,
-            log_record.timestamp,
+            record.log_record.timestamp,
             self.settings,
             default_application=self._default_application,
             default_tenant=self._default_tenant,
