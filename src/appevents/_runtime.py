@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
+from random import getrandbits
 from typing import Any
 
 from appevents.settings import DEFAULT_MAX_EVENT_BYTES
@@ -56,7 +56,22 @@ def new_event_id() -> str:
     if workflow is not None and not _is_read_only(workflow):
         return str(workflow.uuid4())
     # Queries and update validators are read-only (workflow.uuid4() raises there) and never replayed: any id will do.
-    return str(uuid.uuid4())
+    return random_uuid4()
+
+
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def random_uuid4() -> str:
+    """A random (version 4) UUID string, from the process's Mersenne Twister instead of ``os.urandom``.
+
+    Event ids must be unique, not unguessable: ``random`` is seeded from the OS at start and reseeded in forked
+    children, and 122 random bits make collisions negligible. It costs ~1 µs where ``str(uuid.uuid4())`` costs
+    ~3.5 µs (a system call) — on every event's construction, on the caller's path.
+    """
+    digits = f"{(getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def _is_read_only(workflow: Any) -> bool:
