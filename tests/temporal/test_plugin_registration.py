@@ -10,10 +10,11 @@ import pytest
 import temporalio
 from temporalio.client import Client
 
-from appevents import ApplicationEventNames, __version__
+from appevents import ApplicationEventNames, __version__, configure
+from appevents.settings import AppEventsSettings
 from appevents.temporal import AppEventsPlugin, EventInterceptor
 from appevents.temporal.devserver import DevServer
-from appevents.testing import CapturedEvents
+from appevents.testing import CapturedEvents, InMemoryEventExporter
 from temporal.support import make_worker
 from temporal.workflows import CompletingWorkflow
 
@@ -70,3 +71,17 @@ async def test_worker_start_carries_the_build_id(
         pass
     [worker_start] = captured_events.named(ApplicationEventNames.WORKER_START)
     assert worker_start.data["build_id"] == "orders-2026.11.27"
+
+
+async def test_worker_shutdown_delivers_what_was_published(client: Client, task_queue: str) -> None:
+    exporter = InMemoryEventExporter()
+    # Export only every ten minutes: whatever the exporter holds when the worker stops, the plugin's flush sent.
+    configure(AppEventsSettings(exporters=[], schedule_delay_ms=600_000), exporters={"memory": exporter})
+    workflow_id = f"flush-{uuid.uuid4()}"
+    async with make_worker(client, task_queue):
+        await client.execute_workflow(CompletingWorkflow.run, 0.0, id=workflow_id, task_queue=task_queue)
+        assert exporter.events == []
+    names = [e.event_name for e in exporter.events]
+    assert names.count(ApplicationEventNames.WORKER_START) == 1
+    assert names.count(ApplicationEventNames.WORKFLOW_END) == 1
+    assert len(exporter.events) == 6  # worker_start, 4 lifecycle events, the activity's own event
