@@ -12,7 +12,9 @@ client-credentials grant. Here that is :class:`ClientCredentialsTokenProvider`:
 
 Any object with a ``headers() -> Mapping[str, str]`` method is a :class:`HeaderProvider`, so headers can come
 from elsewhere (a Dapr secret store, a sidecar, a static key): pass it to the exporter instead of the OAuth2
-provider.
+provider. A provider that also has ``invalidate()`` (a :class:`RefreshableHeaderProvider`, as the OAuth2 one is)
+is told when the destination rejected its credentials (HTTP 401), so the next ``headers()`` fetches new ones and
+the events are retried; without it a 401 is final.
 Providers run on exporter threads, never on the caller's path; ``headers()`` may block for one token request.
 """
 
@@ -39,6 +41,7 @@ __all__ = [
     "AuthSettings",
     "ClientCredentialsTokenProvider",
     "HeaderProvider",
+    "RefreshableHeaderProvider",
     "StaticHeaderProvider",
     "TokenProviderStats",
     "header_provider_from_settings",
@@ -66,6 +69,17 @@ class HeaderProvider(Protocol):
     """
 
     def headers(self) -> Mapping[str, str]: ...
+
+
+@runtime_checkable
+class RefreshableHeaderProvider(HeaderProvider, Protocol):
+    """A :class:`HeaderProvider` whose credentials can be dropped when the destination rejects them.
+
+    ``invalidate()`` is called (from exporter threads) after an HTTP 401; the next ``headers()`` must fetch fresh
+    credentials rather than return the rejected ones. Optional: exporters check for it with ``isinstance``.
+    """
+
+    def invalidate(self) -> None: ...
 
 
 class StaticHeaderProvider:
@@ -190,7 +204,8 @@ class ClientCredentialsTokenProvider:
             return token
 
     def invalidate(self) -> None:
-        """Forget the cached token (e.g. the destination rejected it); the next call requests a new one."""
+        """Forget the cached token (the destination rejected it: revoked or rotated); the next call requests a new
+        one."""
         with self._lock:
             self._token = None
             self._refresh_at = 0.0

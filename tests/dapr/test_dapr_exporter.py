@@ -14,7 +14,8 @@ from importlib.metadata import entry_points
 import grpc
 import pytest
 
-from appevents import Event, EventMetadata, EventStore
+from appevents import AppEventsSettings, Event, EventMetadata, EventStore, configure
+from appevents.auth import StaticHeaderProvider
 from appevents.demo import seed_example_events
 from appevents_exporter_dapr import DaprExporter, create_dapr_exporter
 from appevents_exporter_dapr import sidecar as sidecar_module
@@ -82,6 +83,32 @@ def test_static_metadata_entries_are_sent_and_capitalised_ones_become_headers(
     assert all(call.metadata["path"] == "/v2" for call in sidecar.binding_calls)
     assert all(r.headers["X-Source"] == "billing" and "path" not in r.headers for r in receiver.requests)
     assert all("Authorization" not in r.headers for r in receiver.requests)  # auth is off here
+
+
+def test_static_metadata_values_reach_the_endpoint_but_never_logs_or_reprs(
+    sidecar: DaprSidecar,
+    receiver: HttpReceiver,
+    dapr_env,
+    pipeline: Exporter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api_key = "static-api-key-5d0e2b71"
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    dapr_env(
+        sidecar, APPEVENTS_DAPR_METADATA=json.dumps({"X-Api-Key": api_key}), APPEVENTS_DAPR_RETRY_MAX_ELAPSED_S="0"
+    )
+    caplog.set_level(logging.DEBUG)
+    exporter = pipeline()
+
+    publish_all(numbered_events(3))
+    receiver.status = 500  # failures are logged: the key must not be in those lines either
+    publish_all(numbered_events(2))
+
+    assert [r.headers["X-Api-Key"] for r in receiver.requests] == [api_key] * 5
+    assert exporter.stats().failed == 2
+    assert any("status code 500" in r.getMessage() for r in caplog.records)
+    for text in (repr(exporter.settings), str(exporter.settings), repr(exporter), caplog.text):
+        assert api_key not in text
 
 
 def test_token_endpoint_is_hit_once_for_hundreds_of_events_and_again_after_expiry(
@@ -269,6 +296,25 @@ def test_endpoint_errors_are_counted_and_logged_once_per_cause(
     assert exporter.stats().delivered == 5
 
 
+def test_errors_differing_only_in_their_details_are_logged_once(
+    sidecar: DaprSidecar, receiver: HttpReceiver, dapr_env, pipeline: Exporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    dapr_env(sidecar)
+    exporter = pipeline()
+    markers = [f"bad-record-{n}" for n in range(6)]
+    for marker in markers:  # each rejection's message names its own event: six distinct detail texts
+        sidecar.fail_when(marker, grpc.StatusCode.INVALID_ARGUMENT)
+    caplog.set_level(logging.ERROR)
+
+    publish_all([Event(event_type="order.received", data={"tag": marker}) for marker in markers])
+
+    assert exporter.stats().failed == 6
+    logged = [r.getMessage() for r in caplog.records if "INVALID_ARGUMENT" in r.getMessage()]
+    assert len(logged) == 1
+    assert "bad-record-0" in logged[0]  # the details stay in the message
+
+
 # -- other modes ------------------------------------------------------------------------------------------------
 def test_batch_mode_delivers_every_event_once_in_few_calls(
     sidecar: DaprSidecar, receiver: HttpReceiver, token_server: TokenServer, dapr_env, pipeline: Exporter
@@ -287,6 +333,38 @@ def test_batch_mode_delivers_every_event_once_in_few_calls(
     assert len(bodies) < len(events) / 50
     assert {r.headers["Authorization"] for r in receiver.requests} == {f"Bearer {token_server.issued[0]}"}
     assert exporter.stats().delivered == 1500
+
+
+def test_batch_mode_measures_chunks_in_bytes_so_non_ascii_payloads_stay_under_the_limit(
+    receiver: HttpReceiver, dapr_env, pipeline: Exporter
+) -> None:
+    limit = 6000
+    # The sidecar refuses requests beyond its gRPC limit like daprd (RESOURCE_EXHAUSTED); headroom for the
+    # binding name and metadata around the data.
+    sidecar = DaprSidecar(max_message_bytes=limit + 1024).start()
+    try:
+        sidecar.register("eventstore", "bindings.http", receiver.url)
+        dapr_env(
+            sidecar,
+            APPEVENTS_DAPR_MODE="batch",
+            APPEVENTS_DAPR_BATCH_MAX_BYTES=str(limit),
+            APPEVENTS_DAPR_RETRY_MAX_ELAPSED_S="2",
+        )
+        exporter = pipeline()
+        text = "注文を受け付けました🚀📦" * 30  # 3- and 4-byte characters: ~2.7 bytes per character
+        events = [Event(event_type="order.received", data={"n": n, "text": text}) for n in range(200)]
+
+        publish_all(events)
+    finally:
+        sidecar.stop()
+
+    bodies = receiver.bodies()
+    assert [len(body) for body in bodies if len(body) > limit] == []
+    assert sorted(ids_in(bodies)) == sorted(e.event_id for e in events)
+    assert all(e["data"]["text"] == text for body in bodies for e in json.loads(body))
+    assert len(bodies) > 1
+    assert exporter.stats().failed == 0
+    assert exporter.stats().delivered == 200
 
 
 def test_pubsub_mode_bulk_publishes_every_event_once_with_its_topic_and_id(
@@ -310,6 +388,44 @@ def test_pubsub_mode_bulk_publishes_every_event_once_with_its_topic_and_id(
         assert Event.model_validate_json(message.data) == event
     assert {p.topic for p in sidecar.published} == {"order.received", "data.batch_processed", "audit"}
     assert exporter.stats().calls < 20
+
+
+def test_pubsub_entry_the_broker_refuses_is_failed_once_not_retried_and_the_others_delivered(
+    sidecar: DaprSidecar, dapr_env, pipeline: Exporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    sidecar.register("events", "pubsub.kafka")
+    sidecar.refuse_entries_when(
+        "oversized-order-17", "kafka server: Message was too large, server rejected it to avoid allocation error"
+    )
+    dapr_env(sidecar, APPEVENTS_DAPR_MODE="pubsub", APPEVENTS_DAPR_PUBSUB="events")
+    exporter = pipeline()
+    caplog.set_level(logging.ERROR)
+    events = numbered_events(100)
+    refused = Event(event_type="order.received", data={"order": "oversized-order-17"})
+
+    publish_all([*events[:40], refused, *events[40:]])
+
+    assert sorted(p.cloudevent["id"] for p in sidecar.published) == sorted(e.event_id for e in events)
+    assert sidecar.refused_entries == 1  # offered once: not retried
+    stats = exporter.stats()
+    assert (stats.delivered, stats.failed, stats.retried) == (100, 1, 0)
+    assert len([r for r in caplog.records if "Message was too large" in r.getMessage()]) == 1
+
+
+def test_pubsub_entries_refused_for_a_transient_reason_are_retried_until_delivered(
+    sidecar: DaprSidecar, dapr_env, pipeline: Exporter
+) -> None:
+    sidecar.register("events", "pubsub.kafka")
+    sidecar.refuse_next_entries(7, "kafka: Failed to produce message: context deadline exceeded")
+    dapr_env(sidecar, APPEVENTS_DAPR_MODE="pubsub", APPEVENTS_DAPR_PUBSUB="events")
+    exporter = pipeline()
+    events = numbered_events(60)
+
+    publish_all(events)
+
+    assert sorted(p.cloudevent["id"] for p in sidecar.published) == sorted(e.event_id for e in events)
+    stats = exporter.stats()
+    assert (stats.delivered, stats.failed, stats.retried) == (60, 0, 7)
 
 
 def test_pubsub_mode_missing_component_is_skipped_with_one_warning(
@@ -369,6 +485,60 @@ def test_events_wait_for_the_token_endpoint_and_go_out_when_it_recovers(
     assert exporter.stats().failed == 0
 
 
+@pytest.mark.parametrize("mode", ["binding", "batch"])
+def test_a_revoked_token_is_replaced_and_no_event_is_lost(
+    sidecar: DaprSidecar,
+    receiver: HttpReceiver,
+    token_server: TokenServer,
+    dapr_env,
+    pipeline: Exporter,
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+) -> None:
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    dapr_env(sidecar, token_server, APPEVENTS_DAPR_MODE=mode)
+    exporter = pipeline()
+    caplog.set_level(logging.WARNING)
+    before = numbered_events(10)
+    publish_all(before)  # token A is issued and accepted
+    [token_a] = token_server.issued
+    receiver.revoked.add(f"Bearer {token_a}")  # the identity provider revokes it: the endpoint now answers 401
+    after = numbered_events(50, "order.shipped")
+
+    publish_all(after)
+
+    token_a, token_b = token_server.issued
+    assert sorted(ids_in(receiver.bodies())) == sorted(e.event_id for e in [*before, *after])
+    after_ids = {e.event_id for e in after}
+    for request in receiver.accepted():
+        if set(ids_in([request.body])) & after_ids:
+            assert request.headers["Authorization"] == f"Bearer {token_b}"
+    assert any(r.status == 401 for r in receiver.requests)  # the rejection did happen
+    stats = exporter.stats()
+    assert stats.failed == 0
+    assert stats.unauthorized >= 1
+    assert stats.delivered == 60
+    assert len([r for r in caplog.records if "HTTP 401" in r.getMessage()]) == 1
+    assert token_a not in caplog.text and token_b not in caplog.text
+
+
+def test_a_401_is_final_when_the_header_provider_cannot_refresh(
+    sidecar: DaprSidecar, receiver: HttpReceiver, dapr_env
+) -> None:
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    receiver.revoked.add("ApiKey revoked-key")
+    dapr_env(sidecar)
+    exporter = DaprExporter(header_provider=StaticHeaderProvider({"Authorization": "ApiKey revoked-key"}))
+    configure(AppEventsSettings(exporters=[]), exporters={"dapr": exporter})
+    try:
+        publish_all(numbered_events(4))
+    finally:
+        EventStore.shutdown(timeout_s=5)
+
+    stats = exporter.stats()
+    assert (stats.failed, stats.unauthorized, stats.retried, stats.delivered) == (4, 4, 0, 0)
+
+
 def test_client_secret_and_token_never_appear_in_logs_or_exception_text(
     sidecar: DaprSidecar,
     receiver: HttpReceiver,
@@ -383,14 +553,14 @@ def test_client_secret_and_token_never_appear_in_logs_or_exception_text(
     dapr_env(sidecar, token_server, APPEVENTS_DAPR_RETRY_MAX_ELAPSED_S="0.5")
     exporter = pipeline()
     publish_all(numbered_events(10))  # a token is issued and used
-    receiver.status = 401  # the endpoint rejects the token: logged, token dropped
+    receiver.status = 401  # the endpoint rejects every token: logged, tokens dropped and fetched anew, given up
     publish_all(numbered_events(3))
     receiver.status = 200
     real_secret = token_server.client_secret
     token_server.client_secret = "rotated-elsewhere"  # our secret is now wrong: 401 from the token endpoint
     publish_all(numbered_events(3))
 
-    assert exporter.stats().unauthorized == 3
+    assert exporter.stats().unauthorized >= 3
     assert exporter.stats().auth_failures >= 1
     assert token_server.hits >= 2
     texts = [caplog.text, capsys.readouterr().out, repr(exporter), str(exporter.stats())]

@@ -1,4 +1,5 @@
-"""Pure parts of the Dapr exporter: error classification, backoff, topic lookup, custom header providers."""
+"""Pure parts of the Dapr exporter: error classification, backoff, topic lookup, settings, custom header
+providers."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ import pytest
 
 from appevents import Event, EventMetadata, EventStore
 from appevents.records import TOPIC_ATTRIBUTE, record_attributes
-from appevents_exporter_dapr import DaprExporter
-from appevents_exporter_dapr.failures import Failure, backoff_delay, classify_error
+from appevents_exporter_dapr import DaprExporter, DaprExporterSettings
+from appevents_exporter_dapr.failures import (
+    Failure,
+    backoff_delay,
+    classify_entry_error,
+    classify_error,
+    failure_cause,
+)
 from support.dapr_sidecar import DaprSidecar, HttpReceiver
 
 
@@ -51,6 +58,49 @@ class FakeRpcError(grpc.RpcError):
 )
 def test_errors_are_classified_like_daprd_reports_them(error: BaseException, expected: Failure) -> None:
     assert classify_error(error) is expected
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        ("context deadline exceeded", Failure.TRANSIENT),
+        ("kafka: client has run out of available brokers: dial tcp: connection refused", Failure.TRANSIENT),
+        ("Post https://sns: read: connection reset by peer", Failure.TRANSIENT),
+        ("i/o timeout", Failure.TRANSIENT),
+        ("request timed out", Failure.TRANSIENT),
+        ("unexpected EOF", Failure.TRANSIENT),
+        ("ThrottlingException: Rate exceeded", Failure.TRANSIENT),
+        ("kafka server: Leader Not Available", Failure.TRANSIENT),
+        ("kafka server: Message was too large, server rejected it to avoid allocation error", Failure.PERMANENT),
+        ("topic 'thereof' is not authorized for this client", Failure.PERMANENT),
+        ("", Failure.PERMANENT),
+    ],
+)
+def test_bulk_publish_entry_errors_are_classified_by_their_text(error: str, expected: Failure) -> None:
+    assert classify_entry_error(error) is expected
+
+
+def test_the_log_once_cause_is_kind_and_code_never_the_free_text_details() -> None:
+    first = FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "bad event 1 (field x=123)")
+    second = FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "bad event 2 (field y=456)")
+    assert failure_cause(Failure.PERMANENT, first) == failure_cause(Failure.PERMANENT, second)
+    assert failure_cause(Failure.PERMANENT, first) == "permanent:INVALID_ARGUMENT"
+    assert failure_cause(Failure.PERMANENT, ValueError("detail 1")) == "permanent:ValueError"
+    assert failure_cause(Failure.PERMANENT, FakeRpcError(grpc.StatusCode.INTERNAL)) != failure_cause(
+        Failure.PERMANENT, first
+    )
+
+
+def test_static_metadata_values_are_secret_in_repr_but_sent_as_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPEVENTS_DAPR_METADATA", '{"X-Api-Key": "env-api-key-9f1c"}')
+    from_env = DaprExporterSettings()
+    in_code = DaprExporterSettings(metadata={"X-Api-Key": "code-api-key-77ab"})  # type: ignore[dict-item]
+
+    for settings, value in ((from_env, "env-api-key-9f1c"), (in_code, "code-api-key-77ab")):
+        assert settings.metadata_values() == {"X-Api-Key": value}
+        for text in (repr(settings), str(settings), repr(settings.metadata), repr(DaprExporter(settings))):
+            assert value not in text
+        assert "X-Api-Key" in repr(settings)  # the key stays visible: it says what is configured
 
 
 def test_backoff_grows_exponentially_is_capped_and_jittered() -> None:

@@ -16,7 +16,11 @@ endpoint would get; a 4xx/5xx answer becomes ``INTERNAL`` "... received status c
 accept and record.
 
 Faults: :meth:`DaprSidecar.fail_next` (the next N calls fail with a code), :meth:`DaprSidecar.fail_when` (calls
-whose data contains a marker fail, every time). :meth:`stop`/:meth:`start` keep the same ports.
+whose data contains a marker fail, every time); for bulk publish, :meth:`DaprSidecar.refuse_entries_when` and
+:meth:`DaprSidecar.refuse_next_entries` make single entries fail with an error text, as daprd reports a broker's
+refusal (in the response's ``failedEntries``, the call itself succeeds). ``max_message_bytes`` caps a request like
+daprd's gRPC server does (``RESOURCE_EXHAUSTED`` beyond it). The HTTP receiver answers 401 to revoked
+``Authorization`` values (:attr:`HttpReceiver.revoked`). :meth:`stop`/:meth:`start` keep the same ports.
 
 Run standalone: ``python tests/support/dapr_sidecar.py --component eventstore=bindings.noop`` prints
 ``READY <grpc_port> <http_port>`` and serves until killed.
@@ -88,6 +92,13 @@ class _Fault:
 
 
 @dataclass
+class _EntryFault:
+    error: str
+    remaining: int | None = None  # None: every time
+    marker: bytes | None = None
+
+
+@dataclass
 class _Counters:
     binding_calls: int = 0
     binding_events: int = 0
@@ -100,6 +111,8 @@ class ReceivedRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+    #: What the receiver answered.
+    status: int = 200
 
 
 class _Server(ThreadingHTTPServer):
@@ -125,11 +138,13 @@ class _QuietHandler(BaseHTTPRequestHandler):
 
 
 class HttpReceiver:
-    """The endpoint behind a ``bindings.http`` component: records every request; answers ``status``."""
+    """The endpoint behind a ``bindings.http`` component: records every request; answers ``status``, or 401 to
+    a request whose ``Authorization`` header is in ``revoked`` (a token the identity provider revoked)."""
 
     def __init__(self) -> None:
         self.requests: list[ReceivedRequest] = []
         self.status = 200
+        self.revoked: set[str] = set()
         self._lock = threading.Lock()
         receiver = self
 
@@ -137,9 +152,10 @@ class HttpReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                headers = dict(self.headers.items())
                 with receiver._lock:
-                    receiver.requests.append(ReceivedRequest(self.path, dict(self.headers.items()), body))
-                    status = receiver.status
+                    status = 401 if headers.get("Authorization") in receiver.revoked else receiver.status
+                    receiver.requests.append(ReceivedRequest(self.path, headers, body, status))
                 self._reply(status, b"{}")
 
         self._server = _Server(("127.0.0.1", 0), Handler)
@@ -147,9 +163,14 @@ class HttpReceiver:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
-    def bodies(self) -> list[bytes]:
+    def accepted(self) -> list[ReceivedRequest]:
+        """The requests answered with a 2xx status: what the endpoint took."""
         with self._lock:
-            return [r.body for r in self.requests]
+            return [r for r in self.requests if 200 <= r.status < 300]
+
+    def bodies(self) -> list[bytes]:
+        """Bodies of the accepted requests."""
+        return [r.body for r in self.accepted()]
 
     def close(self) -> None:
         self._server.shutdown()
@@ -240,7 +261,12 @@ class _DaprServicer(dapr_pb2_grpc.DaprServicer):  # type: ignore[misc]
             if entry.entry_id in seen:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"duplicate entry id {entry.entry_id}")
             seen.add(entry.entry_id)
+        failed: list[pubsub_pb2.BulkPublishResponseFailedEntry] = []
         for entry in request.entries:
+            error = self._sidecar._take_entry_fault(entry.event)
+            if error is not None:
+                failed.append(pubsub_pb2.BulkPublishResponseFailedEntry(entry_id=entry.entry_id, error=error))
+                continue
             metadata = {**dict(request.metadata), **dict(entry.metadata)}
             self._sidecar._record_published(
                 request.pubsub_name,
@@ -251,7 +277,7 @@ class _DaprServicer(dapr_pb2_grpc.DaprServicer):  # type: ignore[misc]
                 metadata,
                 grpc_metadata,
             )
-        return pubsub_pb2.BulkPublishResponse()
+        return pubsub_pb2.BulkPublishResponse(failedEntries=failed)
 
     def BulkPublishEventAlpha1(
         self, request: pubsub_pb2.BulkPublishRequest, context: grpc.ServicerContext
@@ -286,7 +312,14 @@ def _event_count(data: bytes) -> int:
 class DaprSidecar:
     """The stand-in sidecar. Ports are fixed at construction, so :meth:`stop`/:meth:`start` keep them."""
 
-    def __init__(self, *, api_token: str | None = None, record: bool = True, max_workers: int = 64) -> None:
+    def __init__(
+        self,
+        *,
+        api_token: str | None = None,
+        record: bool = True,
+        max_workers: int = 64,
+        max_message_bytes: int | None = None,
+    ) -> None:
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.api_token = api_token
@@ -298,7 +331,11 @@ class DaprSidecar:
         self.counters = _Counters()
         self.metadata_calls = 0
         self._max_workers = max_workers
+        self._max_message_bytes = max_message_bytes
         self._faults: list[_Fault] = []
+        self._entry_faults: list[_EntryFault] = []
+        #: Bulk publish entries refused (reported in ``failedEntries``).
+        self.refused_entries = 0
         self._lock = threading.Lock()
         self._grpc: grpc.Server | None = None
         self._http: _Server | None = None
@@ -340,6 +377,26 @@ class DaprSidecar:
         with self._lock:
             self._faults.append(_Fault(code, f"injected {code.name} for {marker}", marker=marker.encode()))
 
+    def refuse_entries_when(self, marker: str, error: str) -> None:
+        """Bulk publish entries whose event contains ``marker`` fail with ``error``, every time."""
+        with self._lock:
+            self._entry_faults.append(_EntryFault(error, marker=marker.encode()))
+
+    def refuse_next_entries(self, count: int, error: str) -> None:
+        """The next ``count`` bulk publish entries fail with ``error``."""
+        with self._lock:
+            self._entry_faults.append(_EntryFault(error, remaining=count))
+
+    def _take_entry_fault(self, data: bytes) -> str | None:
+        with self._lock:
+            for fault in self._entry_faults:
+                if (fault.marker is not None and fault.marker in data) or (fault.marker is None and fault.remaining):
+                    if fault.remaining:
+                        fault.remaining -= 1
+                    self.refused_entries += 1
+                    return fault.error
+        return None
+
     def _take_fault(self, data: bytes) -> _Fault | None:
         with self._lock:
             for fault in self._faults:
@@ -379,7 +436,10 @@ class DaprSidecar:
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def start(self) -> DaprSidecar:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._max_workers))
+        options = []
+        if self._max_message_bytes is not None:
+            options.append(("grpc.max_receive_message_length", self._max_message_bytes))
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._max_workers), options=options)
         dapr_pb2_grpc.add_DaprServicer_to_server(_DaprServicer(self), server)
         server.add_insecure_port(self.grpc_endpoint)
         server.start()

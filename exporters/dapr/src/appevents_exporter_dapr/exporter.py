@@ -10,7 +10,9 @@ never on the caller's path. One ``export(batch)`` call:
 4. sends, per mode: ``binding`` — one ``invoke_binding`` per event, up to ``max_in_flight`` at once;
    ``batch`` — one ``invoke_binding`` per JSON array chunk; ``pubsub`` — ``publish_events`` per topic;
 5. retries what failed transiently with jittered exponential backoff, within ``retry_max_elapsed_s``;
-   a permanent failure is counted and logged once per cause, and never holds back the other events.
+   a permanent failure is counted and logged once per cause, and never holds back the other events. An HTTP 401
+   from the endpoint behind the binding (a revoked or rotated token) drops the cached token and is retried like a
+   transient failure, when the header provider can refresh (:class:`~appevents.auth.RefreshableHeaderProvider`).
 
 ``export`` never raises. Counters: :meth:`DaprExporter.stats`.
 """
@@ -31,11 +33,19 @@ from dapr.clients.grpc._request import BulkPublishEntry
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
-from appevents.auth import AuthError, ClientCredentialsTokenProvider, HeaderProvider, header_provider_from_settings
+from appevents.auth import AuthError, HeaderProvider, RefreshableHeaderProvider, header_provider_from_settings
 from appevents.delivery import LogOnce
 from appevents.records import EVENT_ID_ATTRIBUTE, TOPIC_ATTRIBUTE, event_json_from_record
 from appevents.settings import AppEventsSettings
-from appevents_exporter_dapr.failures import Failure, backoff_delay, classify_error, error_code, error_details
+from appevents_exporter_dapr.failures import (
+    Failure,
+    backoff_delay,
+    classify_entry_error,
+    classify_error,
+    error_code,
+    error_details,
+    failure_cause,
+)
 from appevents_exporter_dapr.settings import DaprExporterSettings, DaprMode
 from appevents_exporter_dapr.sidecar import Sidecar, SidecarNotReady
 
@@ -61,7 +71,8 @@ class DaprExporterStats:
     skipped_no_component: int
     #: Times no auth headers could be had (token endpoint down or rejecting the credentials).
     auth_failures: int
-    #: Events the destination behind the binding rejected with HTTP 401.
+    #: Event sends the destination behind the binding rejected with HTTP 401 (retried with a fresh token when the
+    #: header provider can refresh; counted once per send, so one event may count several times).
     unauthorized: int
     #: Calls made to the sidecar (invoke_binding / publish_events).
     calls: int
@@ -72,8 +83,13 @@ class DaprExporterStats:
 @dataclass(slots=True)
 class _Item:
     event_id: str
-    body: str
+    #: The event JSON, UTF-8 encoded: what goes on the wire, and what batch sizes are measured in.
+    data: bytes
     topic: str | None
+
+
+class _EntryRejected(Exception):
+    """A bulk publish entry the sidecar reported as failed (the broker's error text)."""
 
 
 @dataclass(slots=True)
@@ -106,7 +122,7 @@ class DaprExporter(LogRecordExporter):
         self.operation = self.settings.binding_operation(core)
         self.pubsub = self.settings.pubsub
         self._header_provider = header_provider_from_settings() if header_provider == "env" else header_provider
-        self._static_metadata = dict(self.settings.metadata)
+        self._static_metadata = self.settings.metadata_values()
         self._log_once = LogOnce(_logger)
         kind = "pubsub" if self.mode is DaprMode.PUBSUB else "binding"
         self._sidecar = Sidecar(self.settings, self.settings.component_name(core), kind, self._log_once)
@@ -135,7 +151,7 @@ class DaprExporter(LogRecordExporter):
                 continue
             attributes = record.log_record.attributes or {}
             topic = attributes.get(TOPIC_ATTRIBUTE)
-            items.append(_Item(str(attributes[EVENT_ID_ATTRIBUTE]), body, str(topic) if topic else None))
+            items.append(_Item(str(attributes[EVENT_ID_ATTRIBUTE]), body.encode(), str(topic) if topic else None))
         if not items:
             return LogRecordExportResult.SUCCESS
         failed_before, skipped_before = self._failed, self._skipped
@@ -201,7 +217,7 @@ class DaprExporter(LogRecordExporter):
         self._failed += len(pending)
         reason = _describe(failure)
         self._log_once(
-            f"gave-up:{reason}",
+            f"gave-up:{failure_cause(Failure.TRANSIENT, failure)}",
             logging.ERROR,
             "appevents: %d event(s) not delivered to Dapr after retrying for up to %.0f s (last error: %s); "
             "counted as failed (further occurrences are counted, not logged)",
@@ -249,11 +265,11 @@ class DaprExporter(LogRecordExporter):
 
     # -- binding: one call per event -----------------------------------------------------------------------------
     def _invoke_each(self, client: DaprClient, items: list[_Item], metadata: dict[str, str]) -> _Outcome:
-        def send(body: str) -> None:
-            client.invoke_binding(self.binding, self.operation, body, metadata)
+        def send(data: bytes) -> None:
+            client.invoke_binding(self.binding, self.operation, data, metadata)
 
         pool = self._executor()
-        futures = [pool.submit(send, item.body) for item in items]
+        futures = [pool.submit(send, item.data) for item in items]
         self._calls += len(items)
         return self._settle(list(zip(futures, ([item] for item in items), strict=True)))
 
@@ -262,7 +278,9 @@ class DaprExporter(LogRecordExporter):
         pool = self._executor()
 
         def send(chunk: list[_Item]) -> None:
-            client.invoke_binding(self.binding, self.operation, "[" + ",".join(i.body for i in chunk) + "]", metadata)
+            client.invoke_binding(
+                self.binding, self.operation, b"[" + b",".join(i.data for i in chunk) + b"]", metadata
+            )
 
         retry: list[_Item] = []
         last_failure: BaseException | None = None
@@ -290,7 +308,7 @@ class DaprExporter(LogRecordExporter):
     def _publish(self, client: DaprClient, items: list[_Item]) -> _Outcome:
         by_topic: dict[str, list[_Item]] = {}
         for item in items:
-            by_topic.setdefault(item.topic or self._topic_of(item.body), []).append(item)
+            by_topic.setdefault(item.topic or self._topic_of(item.data), []).append(item)
         # Several smaller requests in flight: building one overlaps with the sidecar handling another.
         requests = [
             (topic, group[start : start + _PUBSUB_CHUNK])
@@ -310,14 +328,21 @@ class DaprExporter(LogRecordExporter):
                 continue
             failed = future.result()
             self._delivered += len(chunk) - len(failed)
-            if failed:
-                # The broker refused some entries; daprd reports them one by one. They are retried.
-                retry += failed
-                last_failure = RuntimeError(f"{len(failed)} bulk publish entries failed")
+            # The broker refused some entries; daprd reports them one by one, each with its error text. Only
+            # those it may take later are retried: a refused entry must not hold the worker for the retry budget.
+            for item, error in failed:
+                rejected = _EntryRejected(error)
+                kind = classify_entry_error(error)
+                if kind is Failure.TRANSIENT:
+                    retry.append(item)
+                    last_failure = rejected
+                else:
+                    self._handle_failure(rejected, kind, [item])
         return _Outcome(retry, last_failure)
 
-    def _publish_chunk(self, client: DaprClient, topic: str, chunk: list[_Item]) -> list[_Item]:
-        """Publish ``chunk`` in one bulk request; returns the entries the sidecar reported as failed."""
+    def _publish_chunk(self, client: DaprClient, topic: str, chunk: list[_Item]) -> list[tuple[_Item, str]]:
+        """Publish ``chunk`` in one bulk request; returns the entries the sidecar reported as failed, with the
+        error text of each."""
         entries: list[BulkPublishEntry | bytes | str] = []
         by_entry_id: dict[str, _Item] = {}
         for item in chunk:
@@ -327,7 +352,7 @@ class DaprExporter(LogRecordExporter):
             by_entry_id[entry_id] = item
             entries.append(
                 BulkPublishEntry(
-                    event=item.body,
+                    event=item.data,
                     content_type=_CONTENT_TYPE,
                     entry_id=entry_id,
                     # Dapr takes this as the CloudEvent's id instead of generating one.
@@ -335,9 +360,9 @@ class DaprExporter(LogRecordExporter):
                 )
             )
         response = client.publish_events(self.pubsub, topic, entries, publish_metadata=self._static_metadata)
-        return [by_entry_id[e.entry_id] for e in response.failed_entries if e.entry_id in by_entry_id]
+        return [(by_entry_id[e.entry_id], e.error) for e in response.failed_entries if e.entry_id in by_entry_id]
 
-    def _topic_of(self, body: str) -> str:
+    def _topic_of(self, body: str | bytes) -> str:
         """Topic of an event whose record carries no topic attribute (e.g. emitted by an older appevents)."""
         event = json.loads(body)
         return str(event["metadata"].get("topic_name") or self.settings.default_topic or event["event_type"])
@@ -363,14 +388,25 @@ class DaprExporter(LogRecordExporter):
             self._skipped += len(chunk)
             self._sidecar.mark_missing()
             return []
-        self._failed += len(chunk)
         if kind is Failure.UNAUTHORIZED:
             self._unauthorized += len(chunk)
-            if isinstance(self._header_provider, ClientCredentialsTokenProvider):
-                self._header_provider.invalidate()  # the next batch asks for a fresh token
+            provider = self._header_provider
+            if isinstance(provider, RefreshableHeaderProvider):
+                # A revoked or rotated token: the next attempt asks for a fresh one; the events are not lost.
+                provider.invalidate()
+                self._log_once(
+                    failure_cause(kind, exc),
+                    logging.WARNING,
+                    "appevents: the endpoint behind Dapr binding %r rejected the token (HTTP 401); a new token is "
+                    "requested and the events are retried (further rejections are counted in "
+                    "DaprExporter.stats().unauthorized, not logged)",
+                    self.binding,
+                )
+                return chunk
+        self._failed += len(chunk)
         reason = _describe(exc)
         self._log_once(
-            f"permanent:{reason}",
+            failure_cause(kind, exc),
             logging.ERROR,
             "appevents: Dapr rejected an event (%s); it is counted as failed, the others go on "
             "(further errors of this kind are counted, not logged)",
@@ -382,6 +418,8 @@ class DaprExporter(LogRecordExporter):
 def _describe(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown"
+    if isinstance(exc, _EntryRejected):
+        return f"bulk publish entry refused: {exc}"[:300]
     code = error_code(exc)
     if code is None:
         return f"{type(exc).__name__}: {exc}"[:300]
@@ -391,9 +429,9 @@ def _describe(exc: BaseException | None) -> str:
 def _chunk_by_bytes(items: list[_Item], max_bytes: int) -> list[list[_Item]]:
     chunks: list[list[_Item]] = []
     current: list[_Item] = []
-    size = 2
+    size = 2  # the brackets
     for item in items:
-        grow = len(item.body) + 1
+        grow = len(item.data) + 1  # bytes, not characters: the sidecar's limit is on the encoded message
         if current and size + grow > max_bytes:
             chunks.append(current)
             current, size = [], 2

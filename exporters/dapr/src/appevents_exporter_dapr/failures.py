@@ -2,17 +2,28 @@
 
 daprd answers a binding call for a component it does not have with ``INTERNAL`` and the message
 ``error invoking output binding <name>: couldn't find output binding <name>``; a ``bindings.http`` endpoint that
-answers 4xx/5xx surfaces as ``INTERNAL`` with ``received status code <n>``.
+answers 4xx/5xx surfaces as ``INTERNAL`` with ``received status code <n>``. A bulk publish reports refused
+entries one by one in the response (``failedEntries``), each with the broker's error text only.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from enum import Enum
 
 import grpc
 
-__all__ = ["TRANSIENT_CODES", "Failure", "backoff_delay", "classify_error"]
+__all__ = [
+    "TRANSIENT_CODES",
+    "Failure",
+    "backoff_delay",
+    "classify_entry_error",
+    "classify_error",
+    "error_code",
+    "error_details",
+    "failure_cause",
+]
 
 #: gRPC codes worth retrying: the sidecar (or what it calls) may answer later.
 TRANSIENT_CODES = frozenset(
@@ -33,7 +44,7 @@ class Failure(Enum):
     MISSING_COMPONENT = "missing_component"
     """The sidecar does not know the component: skip, and re-probe later."""
     UNAUTHORIZED = "unauthorized"
-    """The endpoint behind the binding rejected the token: count as failed, fetch a new token next time."""
+    """The endpoint behind the binding answered HTTP 401: drop the cached token and retry with a fresh one."""
 
 
 def error_code(exc: BaseException) -> grpc.StatusCode | None:
@@ -63,6 +74,30 @@ def classify_error(exc: BaseException) -> Failure:
     if "status code 401" in details:
         return Failure.UNAUTHORIZED
     return Failure.PERMANENT
+
+
+#: Words in a bulk publish entry's error that say the broker may take it later (timeouts, outages, throttling).
+#: Anything else is the broker refusing that entry (too large, bad topic, not authorised): retrying will not help.
+_TRANSIENT_ENTRY_ERROR = re.compile(
+    r"deadline exceeded|time(d)? ?out|unavailable|connection (refused|reset)|broken pipe|\beof\b|temporar"
+    r"|try again|too many requests|throttl|rate limit|resource exhausted|leader not available"
+    r"|not enough replicas|circuit breaker",
+    re.IGNORECASE,
+)
+
+
+def classify_entry_error(error: str) -> Failure:
+    """How to treat one entry a bulk publish reported as failed, from its error text alone."""
+    return Failure.TRANSIENT if _TRANSIENT_ENTRY_ERROR.search(error) else Failure.PERMANENT
+
+
+def failure_cause(kind: Failure, exc: BaseException | None) -> str:
+    """A bounded key for "logged once per cause": the kind and the gRPC code (or exception type), never the
+    free-text details, which vary per event and would make every occurrence a new cause."""
+    if exc is None:
+        return f"{kind.value}:unknown"
+    code = error_code(exc)
+    return f"{kind.value}:{code.name if code is not None else type(exc).__name__}"
 
 
 def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Random | None = None) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from appevents.settings import AppEventsSettings
@@ -43,16 +43,18 @@ class DaprExporterSettings(BaseSettings):
     default_topic: str | None = None
     #: Calls to the sidecar in flight at once (``binding`` and ``batch`` modes).
     max_in_flight: int = Field(default=32, gt=0, le=1024)
-    #: Extra binding metadata sent with every call, as JSON: ``{"X-Source": "billing"}``. Dapr's
-    #: ``bindings.http`` sends only keys starting with a capital letter as HTTP headers.
-    metadata: dict[str, str] = Field(default_factory=dict)
+    #: Extra binding metadata sent with every call, as JSON: ``{"X-Api-Key": "..."}``. Dapr's ``bindings.http``
+    #: sends only keys starting with a capital letter as HTTP headers. Values are secrets (they often are API
+    #: keys): ``repr``/logs show the keys only; :meth:`metadata_values` gives what is sent.
+    metadata: dict[str, SecretStr] = Field(default_factory=dict)
     #: Upper bound of one ``batch`` call's JSON array (the sidecar's gRPC limit is 4 MiB by default).
     batch_max_bytes: int = Field(default=3 * 1024 * 1024, gt=0)
     #: Deadline of one call to the sidecar.
     call_timeout_s: float = Field(default=10.0, gt=0)
-    #: Retry of transient failures (sidecar unavailable, deadline exceeded, no token yet): exponential backoff
-    #: with full jitter from ``retry_initial_backoff_s`` up to ``retry_max_backoff_s``, given up after
-    #: ``retry_max_elapsed_s`` per export batch (events then count as failed).
+    #: Retry of transient failures (sidecar unavailable, deadline exceeded, no token yet, a token the endpoint
+    #: rejected): exponential backoff with "equal jitter" (half the delay fixed, half random) from
+    #: ``retry_initial_backoff_s`` up to ``retry_max_backoff_s``, given up after ``retry_max_elapsed_s`` per
+    #: export batch (events then count as failed).
     retry_initial_backoff_s: float = Field(default=0.1, gt=0)
     retry_max_backoff_s: float = Field(default=2.0, gt=0)
     retry_max_elapsed_s: float = Field(default=60.0, ge=0)
@@ -61,6 +63,10 @@ class DaprExporterSettings(BaseSettings):
     probe_max_backoff_s: float = Field(default=60.0, gt=0)
     #: Timeout of the sidecar health probe made before the Dapr client is created.
     health_probe_timeout_s: float = Field(default=1.0, gt=0)
+
+    def metadata_values(self) -> dict[str, str]:
+        """The static metadata as sent to the sidecar (secret values revealed)."""
+        return {key: value.get_secret_value() for key, value in self.metadata.items()}
 
     def binding_name(self, core: AppEventsSettings) -> str:
         return self.binding or core.event_store_name

@@ -169,11 +169,9 @@ class Sidecar:
         )
         self._probe_backoff = min(self._probe_backoff * 2, self._settings.probe_max_backoff_s)
 
-    def forget_client(self) -> None:
-        """Drop the client so the next call probes the sidecar again (after it went away)."""
+    def close(self) -> None:
+        """Close the client (at exporter shutdown). A sidecar that restarts needs no new client: the gRPC channel
+        reconnects by itself, and failed calls meanwhile are transient errors the exporter retries."""
         client, self._client = self._client, None
         if client is not None:
             client.close()  # type: ignore[no-untyped-call]
-
-    def close(self) -> None:
-        self.forget_client()
