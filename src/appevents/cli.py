@@ -13,13 +13,18 @@ from appevents.local import LocalEventLog, StoredEvent
 from appevents.models import Event
 from appevents.settings import AppEventsSettings
 
-__all__ = ["format_row", "main"]
+__all__ = ["format_row", "main", "table_header"]
 
-_COLUMNS = ("time", "type", "name", "workflow", "activity", "id")
+_COLUMNS = (("time", 12), ("type", 24), ("name", 14), ("state", 16), ("workflow id", 36), ("activity", 24), ("id", 8))
+
+
+def _fit(text: str, width: int) -> str:
+    # Ids differ at their end (run suffixes, uuids): keep the end.
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
 def format_row(event: Event, published_ns: int | None = None) -> str:
-    """One readable line for the table ``tail`` prints."""
+    """One readable line of the table ``tail`` (and the demo) print; see :func:`table_header`."""
     if published_ns is not None:
         moment = datetime.fromtimestamp(published_ns / 1e9, UTC).strftime("%H:%M:%S.%f")[:-3]
     elif event.metadata.created_timestamp is not None:
@@ -27,19 +32,20 @@ def format_row(event: Event, published_ns: int | None = None) -> str:
     else:
         moment = "-"
     meta = event.metadata
-    workflow = f"{meta.workflow_type}/{meta.workflow_id}" if meta.workflow_id else "-"
-    if meta.workflow_state and meta.workflow_id:
-        workflow += f" [{meta.workflow_state}]"
-    activity = f"{meta.activity_type}#{meta.attempt}" if meta.activity_type else "-"
-    return (
-        f"{moment:<12}  {event.event_type:<26}  {event.event_name or '-':<15}  {workflow:<40}  "
-        f"{activity:<24}  {event.event_id[:8]}"
+    cells = (
+        moment,
+        event.event_type,
+        event.event_name or "-",
+        meta.workflow_state or "-",
+        meta.workflow_id or "-",
+        f"{meta.activity_type}#{meta.attempt}" if meta.activity_type else "-",
+        event.event_id[:8],
     )
+    return "  ".join(f"{_fit(cell, width):<{width}}" for cell, (_, width) in zip(cells, _COLUMNS, strict=True))
 
 
-def _header() -> str:
-    widths = (12, 26, 15, 40, 24, 8)
-    return "  ".join(f"{c.upper():<{w}}" for c, w in zip(_COLUMNS, widths, strict=True))
+def table_header() -> str:
+    return "  ".join(f"{name.upper():<{width}}" for name, width in _COLUMNS)
 
 
 def _print_rows(rows: Sequence[StoredEvent], as_json: bool) -> None:
@@ -60,7 +66,7 @@ def _tail(args: argparse.Namespace) -> int:
     try:
         rows = log.query(event_type=args.type, workflow_id=args.workflow_id, last=args.n)
         if not args.json:
-            print(_header())
+            print(table_header())
         _print_rows(rows, args.json)
         last_seq = rows[-1].seq if rows else log.last_seq()
         while args.follow:

@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 
-from appevents.cli import format_row
+from appevents.cli import format_row, table_header
 from appevents.local import LocalEventLog
 from appevents.models import ApplicationEventNames, Event
 from appevents.settings import AppEventsSettings
@@ -131,7 +131,7 @@ def run_demo(*, temporal: bool = True, temporal_address: str | None = None) -> i
     log = LocalEventLog(settings.local_path)
     watcher = _Watcher(log)
     print(f"appevents demo — exporters: {', '.join(settings.exporters)}; local log: {settings.local_path}")
-    print(f"{'TIME':<12}  {'TYPE':<26}  {'NAME':<15}  {'WORKFLOW':<40}  {'ACTIVITY':<24}  ID")
+    print(table_header())
     watcher.start()
     started = time.monotonic()
     published = 0
