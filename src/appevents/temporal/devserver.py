@@ -68,7 +68,8 @@ class DevServer:
             "--log-level",
             "error",
         ]
-        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._log)
+        # A session of its own: Ctrl-C in a terminal reaches only us, and we stop the server after the worker.
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True)
         deadline = time.monotonic() + self._startup_timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
