@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from appevents import AppEventsSettings, Event, EventMetadata, EventStore, configure
-from appevents.auth import StaticHeaderProvider
+from appevents.auth import ClientCredentialsTokenProvider, StaticHeaderProvider
 from appevents.demo import seed_example_events
 from appevents_exporter_dapr import DaprExporter, create_dapr_exporter
 from appevents_exporter_dapr import sidecar as sidecar_module
@@ -115,21 +115,28 @@ def test_token_endpoint_is_hit_once_for_hundreds_of_events_and_again_after_expir
     sidecar: DaprSidecar, receiver: HttpReceiver, token_server: TokenServer, dapr_env, pipeline: Exporter
 ) -> None:
     sidecar.register("eventstore", "bindings.http", receiver.url)
-    token_server.expires_in = 1
+    token_server.expires_in = 60
     dapr_env(sidecar, token_server, APPEVENTS_AUTH_REFRESH_SKEW_S="0")
-    pipeline()
+    exporter = pipeline()
+    now = [1000.0]  # the token provider's clock, moved by the test instead of waited for
+    provider = exporter._header_provider
+    assert isinstance(provider, ClientCredentialsTokenProvider)
+    provider._clock = lambda: now[0]
 
     publish_all(numbered_events(400))
     assert token_server.hits == 1
     assert len(receiver.requests) == 400
 
-    time.sleep(1.2)  # let the one-second token expire
-    publish_all(numbered_events(100))
+    now[0] += 59.0  # still valid: no new request
+    publish_all(numbered_events(10))
+    assert token_server.hits == 1
+    now[0] += 1.5  # past expires_in
+    publish_all(numbered_events(90))
 
     assert token_server.hits == 2
     first, second = token_server.issued
     headers = Counter(r.headers["Authorization"] for r in receiver.requests)
-    assert headers == {f"Bearer {first}": 400, f"Bearer {second}": 100}
+    assert headers == {f"Bearer {first}": 410, f"Bearer {second}": 90}
 
 
 def test_dapr_api_token_arrives_as_dapr_api_token_metadata(
