@@ -84,12 +84,22 @@ class Overflow:
 
 @dataclass(frozen=True)
 class DeliveryStats:
-    """Counters of one :class:`DeliveryProcessor` (all monotonic except ``queued``)."""
+    """Counters of one stage (all monotonic except ``queued``).
 
+    OTel's exporter interface reports one result per batch, so ``exported``/``failed`` count records in batches
+    the exporter reported as succeeded/failed: a batch with one undeliverable event counts whole under
+    ``failed``. Exporters keep exact per-event counters in their own ``stats()``.
+    """
+
+    #: Records taken into the queue.
     accepted: int
+    #: Records in batches the exporter reported as delivered.
     exported: int
+    #: Records in batches the exporter reported as failed (or that raised).
     failed: int
+    #: Records refused because the queue was full or closed.
     dropped: int
+    #: Records waiting (including a batch being exported).
     queued: int
 
 
