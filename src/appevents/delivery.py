@@ -226,5 +226,5 @@ class DeliveryProcessor(LogRecordProcessor):
             exported=self._exported,
             failed=self._failed,
             dropped=self._overflow.dropped,
-            queued=len(self._queue),
+            queued=self._accepted - self._done,
         )
