@@ -27,6 +27,8 @@ def max_event_bytes() -> int:
     """The cap in force: the configured one, else the environment's, else the default."""
     global _max_event_bytes
     if _max_event_bytes is None:
+        if temporal_workflow_module() is not None:
+            return DEFAULT_MAX_EVENT_BYTES  # workflow code must not read the environment; configure() sets it
         try:
             _max_event_bytes = int(os.environ.get("APPEVENTS_MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES))
         except ValueError:  # configure() reports the bad value; construction keeps the default meanwhile

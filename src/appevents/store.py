@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import calendar
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from opentelemetry import trace
 from opentelemetry.sdk._logs import LogRecordProcessor
@@ -105,6 +106,12 @@ def _exit_cleanly_on_sigterm() -> bool:
 
     signal.signal(signal.SIGTERM, _raise_system_exit)
     return True
+
+
+def _workflow_time_ns(workflow: Any) -> int:
+    """``workflow.now()`` in integer nanoseconds (no float rounding)."""
+    now = workflow.now()
+    return int(calendar.timegm(now.utctimetuple())) * 1_000_000_000 + int(now.microsecond) * 1000
 
 
 def _register_exit_drain(drain: Callable[[], object]) -> None:
@@ -200,16 +207,24 @@ class EventStore:
         """
         try:
             workflow = _runtime.temporal_workflow_module()
-            if workflow is not None and _runtime.is_replaying(workflow):
+            if workflow is None:
+                pipeline = cls._pipeline()
+            elif _runtime.is_replaying(workflow):
                 return
-            pipeline = cls._pipeline()
+            else:
+                # Never configure from workflow code: that reads the environment and opens files inside the
+                # sandbox. The plugin (or the interceptor) configures at worker start, outside it.
+                pipeline = cls._state.pipeline
+                if pipeline is None:
+                    cls._count_unpublished(in_workflow=True)
+                    return
             if pipeline is None or not pipeline.has_destinations:
                 cls._count_unpublished()
                 return
             enrich(event, pipeline.settings, cls._state.enrichers)
-            timestamp_ns = workflow.now().timestamp() * 1e9 if workflow is not None else time.time_ns()
+            timestamp_ns = _workflow_time_ns(workflow) if workflow is not None else time.time_ns()
             attributes = record_attributes(event)
-            pipeline.emit(event.event_type, _to_json(event).decode(), attributes, int(timestamp_ns))
+            pipeline.emit(event.event_type, _to_json(event).decode(), attributes, timestamp_ns)
             if pipeline.settings.span_events:
                 span = trace.get_current_span()
                 if span.is_recording():
@@ -230,8 +245,17 @@ class EventStore:
         cls.publish(event)
 
     @classmethod
-    def _count_unpublished(cls) -> None:
+    def _count_unpublished(cls, *, in_workflow: bool = False) -> None:
         cls._state.unpublished += 1
+        if in_workflow:
+            cls._state.log_once(
+                "workflow-unconfigured",
+                logging.WARNING,
+                "appevents: an event was published from workflow code before the pipeline was configured; it is "
+                "skipped. Register appevents.temporal.AppEventsPlugin (or call appevents.configure() before the "
+                "worker starts): workflow code never sets the pipeline up itself.",
+            )
+            return
         cls._state.log_once(
             "no-destinations",
             logging.WARNING,
