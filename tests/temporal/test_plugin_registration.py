@@ -35,6 +35,12 @@ def _registrations() -> dict[str, tuple[dict[str, Any], list[Any], list[Any]]]:
         "same-instance-twice": ({"plugins": [shared]}, [shared], []),
         "interceptor-on-client-plugin-on-worker": ({"interceptors": [EventInterceptor()]}, [AppEventsPlugin()], []),
         "plugin-and-interceptor-on-worker": ({}, [AppEventsPlugin()], [EventInterceptor()]),
+        "two-plugins-on-client": ({"plugins": [AppEventsPlugin(), AppEventsPlugin()]}, [], []),
+        "interceptor-and-plugin-on-client": (
+            {"interceptors": [EventInterceptor()], "plugins": [AppEventsPlugin()]},
+            [],
+            [],
+        ),
     }
 
 

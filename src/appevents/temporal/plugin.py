@@ -6,7 +6,7 @@
 On a worker (or on the client, which hands its plugins to every worker built from it) the plugin
 
 - adds :class:`~appevents.temporal.EventInterceptor` exactly once, however many times it is registered (client and
-  worker, or the interceptor listed by hand as well) — one interceptor, one event per step;
+  worker, twice on one client, or the interceptor listed by hand as well) — one interceptor, one event per step;
 - passes ``appevents`` and ``opentelemetry`` through the workflow sandbox, so workflow code and the interceptor
   use the process's one event pipeline instead of re-importing it per workflow run;
 - before the worker polls, configures the pipeline from the environment if nobody called
@@ -28,6 +28,7 @@ from typing import Any
 import temporalio
 import temporalio.client
 import temporalio.worker
+from temporalio.client import ClientConfig
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import ReplayerConfig, Worker, WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
@@ -88,6 +89,12 @@ class AppEventsPlugin(SimplePlugin):
             interceptors=[self.interceptor],
             workflow_runner=_pass_appevents_through,
         )
+
+    def configure_client(self, config: ClientConfig) -> ClientConfig:
+        config = super().configure_client(config)
+        # Two plugins on one client, or the interceptor listed by hand beside the plugin: keep the first one.
+        config["interceptors"] = _single_event_interceptor(config.get("interceptors", []), on_client=False)
+        return config
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
         config = super().configure_worker(config)
