@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -10,7 +11,12 @@ from temporalio.client import Client, WorkflowFailureError
 from appevents import ApplicationEventNames, WorkflowStates
 from appevents.testing import CapturedEvents
 from temporal.support import make_worker, of_workflow
-from temporal.workflows import ActivityFailingWorkflow, CompletingWorkflow, RetryingActivityWorkflow
+from temporal.workflows import (
+    ActivityFailingWorkflow,
+    CompletingWorkflow,
+    HeartbeatTimeoutWorkflow,
+    RetryingActivityWorkflow,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,3 +79,20 @@ async def test_events_published_in_activities_carry_activity_and_parent_workflow
     )
     [activity_start] = of_workflow(captured_events, workflow_id, ApplicationEventNames.ACTIVITY_START)
     assert activity_start.metadata.activity_id == meta.activity_id
+
+
+async def test_activity_attempt_past_its_heartbeat_timeout_ends_timed_out(
+    client: Client, task_queue: str, captured_events: CapturedEvents
+) -> None:
+    workflow_id = f"heartbeat-{uuid.uuid4()}"
+    async with make_worker(client, task_queue):
+        with pytest.raises(WorkflowFailureError):
+            await client.execute_workflow(HeartbeatTimeoutWorkflow.run, id=workflow_id, task_queue=task_queue)
+        # The server fails the run at the timeout; the worker cancels the attempt on its own heartbeat timer.
+        # Wait for that here: a worker stopped first would cancel the attempt for its shutdown instead.
+        while not of_workflow(captured_events, workflow_id, ApplicationEventNames.ACTIVITY_END):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    [end] = of_workflow(captured_events, workflow_id, ApplicationEventNames.ACTIVITY_END)
+    assert end.data["status"] == "timed_out"
+    assert "timed_out" in end.data["cancellation_reasons"]  # type: ignore[operator]
+    assert end.data["error_type"] == "CancelledError"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 import pytest
+from temporalio.activity import ActivityCancellationDetails, _CompleteAsyncError
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 from temporalio.workflow import ContinueAsNewError
 
-from appevents import ApplicationEventNames, EventTypes, WorkflowStates
+from appevents import ApplicationEventNames, Event, EventTypes, WorkflowStates
+from appevents.temporal.interceptor import _publish, lifecycle_failures
 from appevents.temporal.lifecycle import (
     LIFECYCLE_ID_NAMESPACE,
     ActivityRef,
@@ -94,16 +97,34 @@ def test_workflow_failure_exception_types_count_as_failed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "status"),
+    ("error", "cancellation", "status"),
     [
-        (None, ActivityStatus.COMPLETED),
-        (RuntimeError("x"), ActivityStatus.FAILED),
-        (asyncio.CancelledError(), ActivityStatus.CANCELLED),
-        (CancelledError("x"), ActivityStatus.CANCELLED),
+        (None, None, ActivityStatus.COMPLETED),
+        (RuntimeError("x"), None, ActivityStatus.FAILED),
+        (asyncio.CancelledError(), ActivityCancellationDetails(cancel_requested=True), ActivityStatus.CANCELLED),
+        (CancelledError("x"), ActivityCancellationDetails(cancel_requested=True), ActivityStatus.CANCELLED),
+        (asyncio.CancelledError(), ActivityCancellationDetails(worker_shutdown=True), ActivityStatus.CANCELLED),
+        (asyncio.CancelledError(), ActivityCancellationDetails(timed_out=True), ActivityStatus.TIMED_OUT),
+        (asyncio.CancelledError(), ActivityCancellationDetails(paused=True), ActivityStatus.FAILED),
+        (asyncio.CancelledError(), ActivityCancellationDetails(reset=True), ActivityStatus.FAILED),
+        # The function raised CancelledError itself (or a heartbeat failed): temporalio reports a failure.
+        (asyncio.CancelledError(), None, ActivityStatus.FAILED),
+        # An error raised while handling a timeout is still the function's failure.
+        (RuntimeError("cleanup"), ActivityCancellationDetails(timed_out=True), ActivityStatus.FAILED),
+        (_CompleteAsyncError(), None, ActivityStatus.COMPLETING_ASYNC),
     ],
 )
-def test_activity_status_for(error: BaseException | None, status: ActivityStatus) -> None:
-    assert activity_status_for(error) is status
+def test_activity_status_for(
+    error: BaseException | None, cancellation: ActivityCancellationDetails | None, status: ActivityStatus
+) -> None:
+    assert activity_status_for(error, cancellation) is status
+
+
+def test_activity_end_names_why_temporalio_cancelled_the_attempt() -> None:
+    paused = ActivityCancellationDetails(paused=True)
+    end = activity_end_event(ACTIVITY, ActivityStatus.FAILED, 3, asyncio.CancelledError(), paused)
+    assert (end.data["status"], end.data["error_type"]) == ("failed", "CancelledError")
+    assert end.data["cancellation_reasons"] == ["paused"]
 
 
 def test_workflow_end_sets_the_terminal_state_and_error() -> None:
@@ -147,3 +168,19 @@ def test_activity_end_reports_attempt_status_and_error_type() -> None:
         "error_message": "card declined",
     }
     assert (end.metadata.activity_type, end.metadata.attempt, end.metadata.workflow_id) == ("charge", 2, "wf-1")
+
+
+class _BrokenRef(Exception):
+    """A lifecycle event that cannot be built (raised by the builder below, and only there)."""
+
+
+def test_lifecycle_build_failures_are_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    def build() -> Event:
+        raise _BrokenRef("no workflow info")
+
+    with caplog.at_level(logging.ERROR, logger="appevents.temporal"):
+        for _ in range(3):
+            _publish(build)  # never raises: instrumentation must not fail the workflow
+    assert lifecycle_failures.count("lifecycle:_BrokenRef") == 3
+    [record] = [r for r in caplog.records if "_BrokenRef" in r.getMessage()]
+    assert "no workflow info" in record.getMessage()

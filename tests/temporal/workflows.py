@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import activity, workflow
@@ -10,6 +11,7 @@ from temporalio.exceptions import ApplicationError
 
 from appevents import Event, EventStore
 
+HEARTBEAT_TIMEOUT = timedelta(seconds=1)
 FAST_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=10), backoff_coefficient=1.0)
 
 
@@ -31,6 +33,12 @@ async def flaky(succeed_on_attempt: int) -> str:
 async def publish_via_activity(event_type: str) -> None:
     """The seed's way of publishing workflow events (an extra activity per event); here for comparison only."""
     await EventStore.publish_event(Event(event_type=event_type))
+
+
+@activity.defn
+async def stall_heartbeats() -> None:
+    """Never heartbeats: the worker's own heartbeat timer times the attempt out and cancels it."""
+    await asyncio.sleep(600)
 
 
 @workflow.defn
@@ -176,6 +184,54 @@ class ActivityFailingWorkflow:
         )
 
 
+@workflow.defn
+class HandlerEndedWorkflow:
+    """Waits for its handlers: the ``reject`` signal fails the run, ``restart`` continues it as new, ``finish``
+    completes it; the ``check`` update rejects negative numbers (an update failure: the run goes on)."""
+
+    def __init__(self) -> None:
+        self.finished = False
+
+    @workflow.run
+    async def run(self, restarted: bool) -> str:
+        if restarted:
+            return "restarted"
+        await workflow.wait_condition(lambda: self.finished)
+        return "finished"
+
+    @workflow.signal
+    def reject(self, reason: str) -> None:
+        raise ApplicationError(reason, type="Rejected", non_retryable=True)
+
+    @workflow.signal
+    def restart(self) -> None:
+        workflow.continue_as_new(True)
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.finished = True
+
+    @workflow.update
+    def check(self, value: int) -> int:
+        if value < 0:
+            raise ApplicationError(f"{value} is negative", type="Negative")
+        return value
+
+
+@workflow.defn
+class HeartbeatTimeoutWorkflow:
+    """Its only activity attempt times out (heartbeat timeout, no retries), which fails the run."""
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.execute_activity(
+            stall_heartbeats,
+            start_to_close_timeout=timedelta(seconds=30),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=RetryPolicy(maximum_attempts=1),
+        )
+
+
 ALL_WORKFLOWS = [
     CompletingWorkflow,
     FailingWorkflow,
@@ -187,5 +243,7 @@ ALL_WORKFLOWS = [
     SeedStyleWorkflow,
     CrashingOnceWorkflow,
     ActivityFailingWorkflow,
+    HandlerEndedWorkflow,
+    HeartbeatTimeoutWorkflow,
 ]
-ALL_ACTIVITIES = [process_batch, flaky, publish_via_activity]
+ALL_ACTIVITIES = [process_batch, flaky, publish_via_activity, stall_heartbeats]

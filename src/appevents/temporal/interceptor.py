@@ -12,13 +12,19 @@ What runs where, and why it is safe:
   so replaying a history (cache eviction, a new worker picking up the run, ``Replayer``) emits nothing; events
   the workflow code publishes from a query handler are still emitted. A workflow task that failed and is retried
   is not a replay: its events are emitted again with the *same* ids, so a downstream dedupe removes them.
-- **Terminal states**: ``workflow_end`` reports what the run method's outcome makes the server record —
-  completed, failed, cancelled or continued_as_new (see :func:`~appevents.temporal.lifecycle.workflow_state_for`).
+- **Terminal states**: ``workflow_end`` reports what the outcome of the run method — or of a signal handler,
+  which can end the run too — makes the server record: completed, failed, cancelled or continued_as_new (see
+  :func:`~appevents.temporal.lifecycle.workflow_state_for`); once per run, whichever ends it first. Update
+  handlers never end a run (temporalio fails the update, or the workflow task).
   An exception that temporalio treats as a *task* failure (a plain ``Exception`` not listed in
   ``workflow_failure_exception_types``) ends no run: the task is retried, so no ``workflow_end`` is published.
   Termination and timeouts happen on the server without running workflow code; no worker can report them.
 - **Activity side** (``activity_start``/``activity_end`` per attempt) runs in the worker's event loop around the
-  activity, outside the sandbox; it reads ``activity.info()`` and the monotonic clock.
+  activity, outside the sandbox; it reads ``activity.info()``, ``activity.cancellation_details()`` (a timed-out
+  attempt reaches the activity as a cancellation too) and the monotonic clock.
+- **Set-up**: temporalio asks the interceptor for its activity and workflow interceptors while it constructs the
+  worker; that is where the pipeline is configured from the environment (if nobody called
+  :func:`appevents.configure`), outside the sandbox. Workflow code never configures it.
 
 Register it once — with :class:`~appevents.temporal.AppEventsPlugin` (which dedupes), or in
 ``Client.connect(interceptors=[...])`` **or** ``Worker(interceptors=[...])``; temporalio hands client interceptors
@@ -31,22 +37,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import temporalio.client
 import temporalio.worker
 from temporalio import activity, workflow
-from temporalio.exceptions import FailureError, is_cancelled_exception
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
     ExecuteWorkflowInput,
+    HandleSignalInput,
     WorkflowInboundInterceptor,
     WorkflowInterceptorClassInput,
 )
 
-from appevents.models import Event, WorkflowStates
+from appevents.delivery import LogOnce
+from appevents.models import Event
 from appevents.store import EventStore
 from appevents.temporal.lifecycle import (
     ActivityRef,
@@ -64,23 +70,43 @@ __all__ = ["EventInterceptor"]
 _logger = logging.getLogger("appevents.temporal")
 
 
+#: Lifecycle events that could not be built: logged once per kind of failure, counted in ``count(cause)``.
+lifecycle_failures = LogOnce(_logger)
+
+
 def _publish(build: Callable[[], Event]) -> None:
     """Build and publish one lifecycle event; instrumentation never fails the workflow or the activity."""
     try:
-        EventStore.publish(build())
-    except Exception:
-        _logger.debug("appevents: could not build a lifecycle event", exc_info=True)
+        event = build()
+    except Exception as exc:
+        lifecycle_failures(
+            f"lifecycle:{type(exc).__name__}",
+            logging.ERROR,
+            "appevents: could not build a Temporal lifecycle event (%s: %s); it is skipped (further failures of "
+            "this kind are counted, not logged)",
+            type(exc).__name__,
+            exc,
+        )
+        return
+    EventStore.publish(event)
 
 
 class EventInterceptor(temporalio.client.Interceptor, temporalio.worker.Interceptor):
-    """Client and worker interceptor publishing lifecycle events. On a client it only rides along to the worker."""
+    """Client and worker interceptor publishing lifecycle events. On a client it only rides along to the worker.
+
+    temporalio asks it for its activity and workflow interceptors while the worker is constructed, outside any
+    workflow: that is where the pipeline is configured from the environment if nobody called
+    :func:`appevents.configure` — workflow code never configures it (no environment, no files in the sandbox).
+    """
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        EventStore.pipeline()
         return _ActivityLifecycleInterceptor(next)
 
     def workflow_interceptor_class(
         self, input: WorkflowInterceptorClassInput
     ) -> type[WorkflowInboundInterceptor] | None:
+        EventStore.pipeline()
         return _WorkflowLifecycleInterceptor
 
 
@@ -99,34 +125,24 @@ def _workflow_ref() -> WorkflowRef:
 
 
 def _workflow_duration_ms() -> int:
-    # Workflow time, not the wall clock: deterministic, and what time-skipping servers advance.
-    info = workflow.info()
-    # workflow_start_time (the run's start) is newer than start_time (its first workflow task).
-    started = getattr(info, "workflow_start_time", None) or info.start_time
-    elapsed = workflow.now() - started
+    # Workflow time, not the wall clock: deterministic, and what time-skipping servers advance. workflow_start_time
+    # is the run's start (start_time is its first workflow task's).
+    elapsed = workflow.now() - workflow.info().workflow_start_time
     return max(0, int(elapsed.total_seconds() * 1000))
 
 
-def _cancel_requested(error: BaseException) -> bool:
-    cancellation_reason = getattr(workflow, "cancellation_reason", None)
-    if cancellation_reason is None:  # temporalio before cancellation_reason(): a cancellation reaching the top
-        return is_cancelled_exception(error)  # of the run is, in practice, the requested one
-    return cancellation_reason() is not None
-
-
-def _is_failure(error: BaseException) -> bool:
-    is_failure_exception = getattr(workflow, "is_failure_exception", None)
-    if is_failure_exception is None:  # older temporalio: only FailureError fails a workflow by default
-        return isinstance(error, FailureError)
-    return bool(is_failure_exception(error))
-
-
-def _workflow_end(ref: WorkflowRef, state: WorkflowStates, error: BaseException | None) -> Event:
-    return workflow_end_event(ref, state, _workflow_duration_ms(), error)
-
-
 class _WorkflowLifecycleInterceptor(WorkflowInboundInterceptor):
-    """Runs in the sandbox, once per run method execution (again after a failed workflow task is retried)."""
+    """Runs in the sandbox, one instance per run (a new one after a failed workflow task is retried).
+
+    The run ends where temporalio ends it: in the run method, or in a signal handler (temporalio runs both as
+    top-level workflow functions: an exception there fails or cancels the run, ``continue_as_new`` continues it).
+    Update handlers cannot end a run: a failure fails the update, continue-as-new or another exception fails the
+    workflow task. ``workflow_end`` is published once per run, whichever ends it first.
+    """
+
+    def __init__(self, next: WorkflowInboundInterceptor) -> None:
+        super().__init__(next)
+        self._ended = False
 
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
         ref = _workflow_ref()
@@ -134,20 +150,29 @@ class _WorkflowLifecycleInterceptor(WorkflowInboundInterceptor):
         try:
             result = await super().execute_workflow(input)
         except BaseException as error:
-            self._report_end(ref, error)
+            self._report_end(error)
             raise
-        _publish(lambda: _workflow_end(ref, WorkflowStates.COMPLETED, None))
+        self._report_end(None)
         return result
 
-    @staticmethod
-    def _report_end(ref: WorkflowRef, error: BaseException) -> None:
+    async def handle_signal(self, input: HandleSignalInput) -> None:
         try:
-            state = workflow_state_for(error, cancel_requested=_cancel_requested(error), is_failure=_is_failure)
-        except Exception:
-            _logger.debug("appevents: could not classify a workflow outcome", exc_info=True)
+            await super().handle_signal(input)
+        except BaseException as error:
+            self._report_end(error)
+            raise
+
+    def _report_end(self, error: BaseException | None) -> None:
+        if self._ended:
             return
-        if state is not None:  # None: a task failure, retried by temporalio; the run goes on
-            _publish(lambda: _workflow_end(ref, state, error))
+        state = workflow_state_for(
+            error, cancel_requested=workflow.cancellation_reason() is not None, is_failure=workflow.is_failure_exception
+        )
+        if state is None:  # a task failure, retried by temporalio; the run goes on
+            return
+        self._ended = True
+        ref = _workflow_ref()
+        _publish(lambda: workflow_end_event(ref, state, _workflow_duration_ms(), error))
 
 
 def _activity_ref() -> ActivityRef:
@@ -171,12 +196,15 @@ class _ActivityLifecycleInterceptor(ActivityInboundInterceptor):
         ref = _activity_ref()
         _publish(lambda: activity_start_event(ref))
         started = time.monotonic()
+        error: BaseException | None = None
         try:
-            result = await super().execute_activity(input)
-        except BaseException as error:
-            duration_ms = int((time.monotonic() - started) * 1000)
-            _publish(partial(activity_end_event, ref, activity_status_for(error), duration_ms, error))
+            return await super().execute_activity(input)
+        except BaseException as raised:
+            error = raised
             raise
-        duration_ms = int((time.monotonic() - started) * 1000)
-        _publish(lambda: activity_end_event(ref, activity_status_for(None), duration_ms))
-        return result
+        finally:
+            duration_ms = int((time.monotonic() - started) * 1000)
+            # Set before the activity is cancelled: why (requested, timed out, paused, reset, worker shutdown).
+            cancellation = activity.cancellation_details()
+            status = activity_status_for(error, cancellation)
+            _publish(lambda: activity_end_event(ref, status, duration_ms, error, cancellation))

@@ -21,9 +21,11 @@ from enum import StrEnum
 from hashlib import sha1
 
 from pydantic import JsonValue
+from temporalio.activity import ActivityCancellationDetails, _CompleteAsyncError
 from temporalio.exceptions import ApplicationError, FailureError, is_cancelled_exception
 from temporalio.workflow import ContinueAsNewError
 
+from appevents._runtime import random_uuid4
 from appevents.models import ApplicationEventNames, Event, EventMetadata, EventTypes, WorkflowStates
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "activity_end_event",
     "activity_start_event",
     "activity_status_for",
+    "cancellation_reasons",
     "lifecycle_event_id",
     "worker_start_event",
     "workflow_end_event",
@@ -45,6 +48,7 @@ LIFECYCLE_ID_NAMESPACE = uuid.UUID("6f1d3c52-2b0e-4e55-9a43-7c1f0b9f3d21")
 _NAMESPACE_BYTES = LIFECYCLE_ID_NAMESPACE.bytes
 #: Error messages are cut to this many characters: events report failures, they do not carry stack dumps.
 MAX_ERROR_MESSAGE_CHARS = 500
+_CANCELLATION_REASONS = ("cancel_requested", "timed_out", "paused", "reset", "worker_shutdown", "not_found")
 
 
 class ActivityStatus(StrEnum):
@@ -53,6 +57,8 @@ class ActivityStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: The attempt outlived its heartbeat or start-to-close timeout; the server retries or fails the activity.
+    TIMED_OUT = "timed_out"
     #: The activity called ``activity.raise_complete_async()``; it is completed later, outside this worker.
     COMPLETING_ASYNC = "completing_async"
 
@@ -132,15 +138,35 @@ def workflow_state_for(
     return None
 
 
-def activity_status_for(error: BaseException | None) -> ActivityStatus:
-    """How an activity attempt ended, from the exception its function raised (None: it returned)."""
+def activity_status_for(
+    error: BaseException | None, cancellation: ActivityCancellationDetails | None = None
+) -> ActivityStatus:
+    """How an activity attempt ended, from the exception its function raised (None: it returned) and, for a
+    cancellation, ``activity.cancellation_details()`` — why temporalio cancelled the attempt.
+
+    temporalio delivers more than cancel requests as a cancellation; like temporalio, only a requested
+    cancellation (or worker shutdown, which temporalio reports the same way) is "cancelled". A timed-out attempt
+    (heartbeat or start-to-close) is "timed_out"; a paused or reset activity, a cancellation without details
+    (the function raised ``CancelledError`` itself, or a heartbeat failed) is "failed".
+    """
     if error is None:
         return ActivityStatus.COMPLETED
-    if is_cancelled_exception(error):
-        return ActivityStatus.CANCELLED
-    if type(error).__name__ == "_CompleteAsyncError":  # temporalio.activity.raise_complete_async()
+    if isinstance(error, _CompleteAsyncError):  # activity.raise_complete_async()
         return ActivityStatus.COMPLETING_ASYNC
+    if not is_cancelled_exception(error) or cancellation is None:
+        return ActivityStatus.FAILED
+    if cancellation.cancel_requested or cancellation.worker_shutdown:
+        return ActivityStatus.CANCELLED
+    if cancellation.timed_out:
+        return ActivityStatus.TIMED_OUT
     return ActivityStatus.FAILED
+
+
+def cancellation_reasons(cancellation: ActivityCancellationDetails | None) -> list[str]:
+    """The reasons temporalio gives for cancelling an activity attempt, by name (empty: none)."""
+    if cancellation is None:
+        return []
+    return [name for name in _CANCELLATION_REASONS if getattr(cancellation, name)]
 
 
 def _error_data(error: BaseException | None) -> dict[str, JsonValue]:
@@ -223,7 +249,7 @@ def _activity_metadata(ref: ActivityRef) -> EventMetadata:
 def _activity_event_id(ref: ActivityRef, name: ApplicationEventNames) -> str:
     if ref.workflow_run_id is None:
         # A standalone activity has no execution to derive a stable id from.
-        return str(uuid.uuid4())
+        return random_uuid4()
     return lifecycle_event_id(ref.workflow_id or "", ref.workflow_run_id, ref.activity_id, str(ref.attempt), name)
 
 
@@ -244,17 +270,25 @@ def activity_start_event(ref: ActivityRef) -> Event:
 
 
 def activity_end_event(
-    ref: ActivityRef, status: ActivityStatus, duration_ms: int, error: BaseException | None = None
+    ref: ActivityRef,
+    status: ActivityStatus,
+    duration_ms: int,
+    error: BaseException | None = None,
+    cancellation: ActivityCancellationDetails | None = None,
 ) -> Event:
-    """``activity_end``: one attempt ended with ``status``; a failed attempt carries the error type."""
+    """``activity_end``: one attempt ended with ``status``; an attempt that did not complete carries the error
+    type and, if temporalio cancelled it, ``cancellation_reasons`` (see :func:`cancellation_reasons`)."""
     data: dict[str, JsonValue] = {
         "activity_type": ref.activity_type,
         "attempt": ref.attempt,
         "status": status.value,
         "duration_ms": duration_ms,
     }
-    if status in (ActivityStatus.FAILED, ActivityStatus.CANCELLED):
+    if status in (ActivityStatus.FAILED, ActivityStatus.CANCELLED, ActivityStatus.TIMED_OUT):
         data.update(_error_data(error))
+        reasons = cancellation_reasons(cancellation)
+        if reasons:
+            data["cancellation_reasons"] = [reason for reason in reasons]
     return Event(
         event_id=_activity_event_id(ref, ApplicationEventNames.ACTIVITY_END),
         event_type=EventTypes.ACTIVITY_LIFECYCLE.value,
