@@ -12,12 +12,14 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from appevents import ApplicationEventNames, Event
 from appevents.temporal import AppEventsPlugin
+from appevents.temporal.plugin import PASSTHROUGH_MODULES
 from appevents.testing import CapturedEvents
 from temporal.workflows import ALL_ACTIVITIES, ALL_WORKFLOWS
 
-#: What a worker without the plugin needs to run workflows that publish (the plugin adds it itself).
+#: What a worker without the plugin needs to run workflows that publish (the plugin adds it itself), set up as a
+#: user would from the plugin's list.
 PASSTHROUGH_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("appevents", "opentelemetry")
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
 )
 
 
