@@ -77,12 +77,9 @@ def random_uuid4() -> str:
 
 
 def _is_read_only(workflow: Any) -> bool:
-    check = getattr(workflow.unsafe, "is_read_only", None)
-    return bool(check()) if check is not None else False
+    return bool(workflow.unsafe.is_read_only())
 
 
 def is_replaying(workflow: Any) -> bool:
     """True while the workflow replays history events (queries and live execution answer False)."""
-    unsafe = workflow.unsafe
-    check = getattr(unsafe, "is_replaying_history_events", None) or unsafe.is_replaying
-    return bool(check())
+    return bool(workflow.unsafe.is_replaying_history_events())
