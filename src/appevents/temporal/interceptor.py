@@ -34,6 +34,7 @@ passed through the sandbox (the plugin does it).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -50,6 +51,7 @@ from temporalio.worker import (
     WorkflowInboundInterceptor,
     WorkflowInterceptorClassInput,
 )
+from temporalio.workflow import ContinueAsNewError
 
 from appevents.delivery import LogOnce
 from appevents.models import Event
@@ -131,6 +133,12 @@ def _workflow_duration_ms() -> int:
     return max(0, int(elapsed.total_seconds() * 1000))
 
 
+#: What temporalio's top-level workflow functions (run method, signal handlers) turn into a run's outcome. Not a
+#: bare BaseException: a ``GeneratorExit`` thrown into a workflow coroutine that is closed outside the workflow
+#: (a worker stopped with runs in its cache, at interpreter exit) is no outcome, and no workflow API works there.
+_RUN_ENDING = (ContinueAsNewError, asyncio.CancelledError, Exception)
+
+
 class _WorkflowLifecycleInterceptor(WorkflowInboundInterceptor):
     """Runs in the sandbox, one instance per run (a new one after a failed workflow task is retried).
 
@@ -149,7 +157,7 @@ class _WorkflowLifecycleInterceptor(WorkflowInboundInterceptor):
         _publish(lambda: workflow_start_event(ref))
         try:
             result = await super().execute_workflow(input)
-        except BaseException as error:
+        except _RUN_ENDING as error:
             self._report_end(error)
             raise
         self._report_end(None)
@@ -158,7 +166,7 @@ class _WorkflowLifecycleInterceptor(WorkflowInboundInterceptor):
     async def handle_signal(self, input: HandleSignalInput) -> None:
         try:
             await super().handle_signal(input)
-        except BaseException as error:
+        except _RUN_ENDING as error:
             self._report_end(error)
             raise
 
