@@ -165,4 +165,4 @@ def _run_temporal_part(address: str | None) -> None:
     except ImportError as exc:
         print(f"(Temporal part skipped: {exc}; install appevents[temporal] or pass --no-temporal)", flush=True)
         return
-    asyncio.run(run_temporal_demo(address, lambda event: None))
+    asyncio.run(run_temporal_demo(address))

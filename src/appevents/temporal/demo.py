@@ -15,13 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import RetryPolicy
@@ -29,7 +26,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from appevents.models import Event
-from appevents.records import event_from_record
 from appevents.store import EventStore
 from appevents.temporal.devserver import DevServer
 from appevents.temporal.plugin import AppEventsPlugin
@@ -133,40 +129,6 @@ class DataProcessingWorkflow:
         return {"records_processed": result["count"], **payment}
 
 
-class _Relay(LogRecordProcessor):
-    """Hands each published event to a queue (a cheap put on the publisher's path; shown from the demo's loop)."""
-
-    def __init__(self) -> None:
-        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-        self.active = True
-
-    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
-        if self.active:
-            event = event_from_record(log_record)
-            if event is not None:
-                self.events.put(event)
-
-    def shutdown(self) -> None:
-        self.active = False
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True
-
-
-def _drain(relay: _Relay, show: Callable[[Event], None]) -> None:
-    while True:
-        try:
-            show(relay.events.get_nowait())
-        except queue.Empty:
-            return
-
-
-async def _show_live(relay: _Relay, show: Callable[[Event], None]) -> None:
-    while True:
-        _drain(relay, show)
-        await asyncio.sleep(0.05)
-
-
 async def _run_workflows(client: Client) -> int:
     task_queue = f"appevents-demo-{uuid.uuid4().hex[:8]}"
     async with Worker(
@@ -192,17 +154,12 @@ async def _run_workflows(client: Client) -> int:
     return len(handles)
 
 
-async def run_temporal_demo(address: str | None, show: Callable[[Event], None]) -> int:
+async def run_temporal_demo(address: str | None) -> int:
     """Run the demo workflows against ``address`` (or a dev server started here); returns how many ran.
 
-    ``show`` is called with every event published meanwhile, from this coroutine's loop. The server (if started
-    here) and the worker are stopped on return, on error and on cancellation (Ctrl-C).
+    Their events go to the configured pipeline (``appevents demo`` shows them as they land in the local log). The
+    server (if started here) and the worker are stopped on return, on error and on cancellation (Ctrl-C).
     """
-    pipeline = EventStore.pipeline()
-    relay = _Relay()
-    if pipeline is not None:
-        pipeline.provider.add_log_record_processor(relay)
-    shower = asyncio.create_task(_show_live(relay, show))
     server = DevServer() if address is None else None
     # The failing run is intended: keep temporalio's per-attempt failure tracebacks out of the demo's table.
     activity_logger = logging.getLogger("temporalio.activity")
@@ -214,10 +171,6 @@ async def run_temporal_demo(address: str | None, show: Callable[[Event], None]) 
         client = await Client.connect(server.address if server is not None else str(address))
         return await _run_workflows(client)
     finally:
-        relay.active = False
-        shower.cancel()
-        await asyncio.gather(shower, return_exceptions=True)
-        _drain(relay, show)
         activity_logger.setLevel(previous_level)
         if server is not None:
             server.stop()
