@@ -19,6 +19,9 @@ What runs where, and why it is safe:
   An exception that temporalio treats as a *task* failure (a plain ``Exception`` not listed in
   ``workflow_failure_exception_types``) ends no run: the task is retried, so no ``workflow_end`` is published.
   Termination and timeouts happen on the server without running workflow code; no worker can report them.
+  ``completed`` is published when the run method returns, before temporalio serialises its result: a result
+  the data converter cannot serialise fails the workflow *task* instead (retried, and reported ``completed``
+  again with the same event id), so a ``completed`` event with no closed run behind it means exactly that.
 - **Activity side** (``activity_start``/``activity_end`` per attempt) runs in the worker's event loop around the
   activity, outside the sandbox; it reads ``activity.info()``, ``activity.cancellation_details()`` (a timed-out
   attempt reaches the activity as a cancellation too) and the monotonic clock.
