@@ -290,6 +290,7 @@ class EventStore:
             state.configured = False
             state.settings = None
             state.log_once = LogOnce(_logger)  # a new lifecycle reports its problems again
+            state.unpublished = 0
             _runtime.set_max_event_bytes(None)
         return True if pipeline is None else pipeline.shutdown(timeout_s)
 
@@ -318,5 +319,6 @@ class EventStore:
 
     @classmethod
     def unpublished_count(cls) -> int:
-        """Events that never reached a pipeline (no destination configured, or an internal failure)."""
+        """Events that never reached a pipeline (no destination configured, or an internal failure) since the
+        last :meth:`shutdown`."""
         return cls._state.unpublished
