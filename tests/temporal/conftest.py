@@ -7,13 +7,16 @@ per test, for assertions about workflow time.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+import appevents.pipeline
 from appevents.temporal.devserver import DevServer, find_binary
 
 
@@ -40,3 +43,17 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture
 def task_queue() -> str:
     return f"tq-{uuid.uuid4()}"
+
+
+@pytest.fixture
+def pipeline_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the threads on which EventStore builds a pipeline during the test, in order."""
+    builders: list[str] = []
+    real_build = appevents.pipeline.build_pipeline
+
+    def spying_build(*args: Any, **kwargs: Any) -> appevents.pipeline.Pipeline:
+        builders.append(threading.current_thread().name)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr("appevents.store.build_pipeline", spying_build)
+    return builders

@@ -8,7 +8,6 @@ import uuid
 import pytest
 from temporalio.client import Client
 
-import appevents.pipeline
 from appevents import ApplicationEventNames, EventStore
 from appevents.memory import InMemoryEventExporter
 from appevents.temporal import EventInterceptor
@@ -19,17 +18,10 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def test_interceptor_alone_configures_from_the_environment_outside_workflow_code(
-    client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch
+    client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch, pipeline_builds: list[str]
 ) -> None:
     monkeypatch.setenv("APPEVENTS_EXPORTERS", "memory")
-    builders: list[str] = []
-    real_build = appevents.pipeline.build_pipeline
-
-    def spying_build(*args: object, **kwargs: object) -> appevents.pipeline.Pipeline:
-        builders.append(threading.current_thread().name)
-        return real_build(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr("appevents.store.build_pipeline", spying_build)
+    builders = pipeline_builds
     workflow_id = f"alone-{uuid.uuid4()}"
 
     # No plugin: the sandbox passthrough set by hand (make_worker does it as a user would), the interceptor listed.

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-import appevents.pipeline
 from appevents import EventStore
 from temporal.support import make_worker
 from temporal.workflows import PublishingWorkflow
@@ -17,17 +15,13 @@ from temporal.workflows import PublishingWorkflow
 
 @pytest.mark.timeout(60)
 async def test_workflow_code_does_not_configure_the_pipeline(
-    time_skipping_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    time_skipping_env: WorkflowEnvironment,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    pipeline_builds: list[str],
 ) -> None:
     monkeypatch.setenv("APPEVENTS_EXPORTERS", "memory")
-    builders: list[str] = []
-    real_build = appevents.pipeline.build_pipeline
-
-    def spying_build(*args: object, **kwargs: object) -> appevents.pipeline.Pipeline:
-        builders.append(threading.current_thread().name)
-        return real_build(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr("appevents.store.build_pipeline", spying_build)
+    builders = pipeline_builds
     task_queue = f"tq-{uuid.uuid4()}"
     async with make_worker(time_skipping_env.client, task_queue, plugins=[]):  # no plugin: nothing configures
         await time_skipping_env.client.execute_workflow(
