@@ -14,6 +14,7 @@ record, ignores the export result, and its ``force_flush`` exports on the caller
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -21,8 +22,10 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
+from opentelemetry.context import Context
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.resources import Resource
 
 __all__ = ["DeliveryProcessor", "DeliveryStats", "LogOnce", "Overflow"]
 
@@ -103,6 +106,19 @@ class DeliveryStats:
     queued: int
 
 
+def _readable(record: ReadWriteLogRecord) -> ReadableLogRecord:
+    """The frozen record exporters are promised (as the SDK's own processors hand over), without the caller's
+    OTel context: the queue must not keep every publisher's context alive."""
+    api_record = copy.copy(record.log_record)
+    api_record.context = Context()
+    return ReadableLogRecord(
+        log_record=api_record,
+        resource=record.resource if record.resource is not None else Resource.create({}),
+        instrumentation_scope=record.instrumentation_scope,
+        limits=record.limits,
+    )
+
+
 class DeliveryProcessor(LogRecordProcessor):
     """Queue log records for one exporter and export them in batches from a worker thread."""
 
@@ -120,7 +136,7 @@ class DeliveryProcessor(LogRecordProcessor):
         self._max_queue_size = max_queue_size
         self._max_batch = max_export_batch_size
         self._delay = schedule_delay_s
-        self._queue: deque[ReadWriteLogRecord] = deque()
+        self._queue: deque[ReadableLogRecord] = deque()
         self._wake = threading.Event()
         self._progress = threading.Condition()
         self._accepted = 0
@@ -145,7 +161,7 @@ class DeliveryProcessor(LogRecordProcessor):
             self._overflow.drop()
             return
         self._accepted += 1
-        self._queue.append(log_record)
+        self._queue.append(_readable(log_record))
         if len(self._queue) >= self._max_batch and not self._wake.is_set():
             self._wake.set()
 
@@ -160,15 +176,15 @@ class DeliveryProcessor(LogRecordProcessor):
 
     def _drain(self) -> None:
         while self._queue:
-            batch: list[ReadWriteLogRecord] = []
+            batch: list[ReadableLogRecord] = []
             while self._queue and len(batch) < self._max_batch:
                 batch.append(self._queue.popleft())
             self._export(batch)
         self._overflow.recovered()
 
-    def _export(self, batch: Sequence[ReadWriteLogRecord]) -> None:
+    def _export(self, batch: Sequence[ReadableLogRecord]) -> None:
         try:
-            result = self.exporter.export(batch)  # type: ignore[arg-type]  # ReadWrite is what the SDK passes
+            result = self.exporter.export(batch)
         except Exception as exc:  # the worker must outlive any exporter bug
             self._log_once(
                 f"raise:{type(exc).__name__}",

@@ -58,3 +58,21 @@ def test_a_bad_value_is_a_validation_error_naming_the_setting(monkeypatch: pytes
     monkeypatch.setenv("APPEVENTS_MAX_EVENT_BYTES", "-5")
     with pytest.raises(ValueError, match="max_event_bytes"):
         AppEventsSettings()
+
+
+def test_the_console_exporter_prints_each_event_as_an_otel_log_record() -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from appevents import Event, EventStore\n"
+        "EventStore.publish(Event(event_type='order.received', data={'order_id': 'o-7'}))\n"
+    )
+    env = {**os.environ, "APPEVENTS_EXPORTERS": "console"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["event_name"] == "order.received"
+    assert json.loads(record["body"])["data"] == {"order_id": "o-7"}
