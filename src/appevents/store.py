@@ -43,7 +43,7 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.pipeline: Pipeline | None = None
-        self._settings: AppEventsSettings | None = None
+        self._env_settings: AppEventsSettings | None = None
         self.enrichers: tuple[Enricher, ...] = DEFAULT_ENRICHERS
         self.configured = False
         self.exit_hook_registered = False
@@ -53,20 +53,17 @@ class _State:
 
     @property
     def settings(self) -> AppEventsSettings:
-        """The configured settings; before any configuration, those of the environment."""
-        if self._settings is None:
-            self._settings = AppEventsSettings()
-        return self._settings
-
-    @settings.setter
-    def settings(self, value: AppEventsSettings | None) -> None:
-        self._settings = value
+        """The active pipeline's settings; with none, those of the environment (read once per lifecycle)."""
+        if self.pipeline is not None:
+            return self.pipeline.settings
+        if self._env_settings is None:
+            self._env_settings = AppEventsSettings()
+        return self._env_settings
 
 
 @dataclass(frozen=True)
 class _Snapshot:
     pipeline: Pipeline | None
-    settings: AppEventsSettings | None
     enrichers: tuple[Enricher, ...]
     configured: bool
 
@@ -153,7 +150,6 @@ class EventStore:
         with state.lock:
             pipeline = build_pipeline(settings, exporters, processors)
             previous, state.pipeline = state.pipeline, pipeline
-            state.settings = settings
             state.enrichers = tuple(enrichers) if enrichers is not None else DEFAULT_ENRICHERS
             state.configured = True
             state.log_once.reset("no-destinations")
@@ -288,7 +284,7 @@ class EventStore:
         with state.lock:
             pipeline, state.pipeline = state.pipeline, None
             state.configured = False
-            state.settings = None
+            state._env_settings = None
             state.log_once = LogOnce(_logger)  # a new lifecycle reports its problems again
             state.unpublished = 0
             _runtime.set_max_event_bytes(None)
@@ -299,17 +295,16 @@ class EventStore:
         """Take the current configuration out without stopping it (the test kit puts it back with _attach)."""
         state = cls._state
         with state.lock:
-            saved = _Snapshot(state.pipeline, state._settings, state.enrichers, state.configured)
-            state.pipeline, state.settings, state.configured = None, None, False
+            saved = _Snapshot(state.pipeline, state.enrichers, state.configured)
+            state.pipeline, state.configured = None, False
             return saved
 
     @classmethod
     def _attach(cls, saved: _Snapshot) -> None:
         state = cls._state
         with state.lock:
-            state.pipeline, state.settings = saved.pipeline, saved.settings
-            state.enrichers, state.configured = saved.enrichers, saved.configured
-            _runtime.set_max_event_bytes(saved.settings.max_event_bytes if saved.settings is not None else None)
+            state.pipeline, state.enrichers, state.configured = saved.pipeline, saved.enrichers, saved.configured
+            _runtime.set_max_event_bytes(saved.pipeline.settings.max_event_bytes if saved.pipeline else None)
 
     @classmethod
     def stats(cls) -> dict[str, DeliveryStats]:
