@@ -14,7 +14,6 @@ record, ignores the export result, and its ``force_flush`` exports on the caller
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
@@ -22,7 +21,6 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
@@ -107,12 +105,14 @@ class DeliveryStats:
 
 
 def _readable(record: ReadWriteLogRecord) -> ReadableLogRecord:
-    """The frozen record exporters are promised (as the SDK's own processors hand over), without the caller's
-    OTel context: the queue must not keep every publisher's context alive."""
-    api_record = copy.copy(record.log_record)
-    api_record.context = Context()
+    """The frozen record exporters are promised, as the SDK's own processors hand over.
+
+    Unlike the SDK's batch processor we do not copy the API record to drop its OTel context (5 µs a record on the
+    emitter thread, a third of its throughput): a record stays queued for about one schedule delay, so holding
+    the publisher's context that long costs little, and exporters read trace and span ids from the record.
+    """
     return ReadableLogRecord(
-        log_record=api_record,
+        log_record=record.log_record,
         resource=record.resource if record.resource is not None else Resource.create({}),
         instrumentation_scope=record.instrumentation_scope,
         limits=record.limits,
