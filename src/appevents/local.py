@@ -7,6 +7,8 @@ write while ``appevents tail`` reads.
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -16,8 +18,10 @@ from pathlib import Path
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
+from appevents.delivery import LogOnce
+from appevents.exporting import EncodedEvent, ExportOutcome
 from appevents.models import Event
-from appevents.records import event_from_json, event_json_from_record
+from appevents.records import encoded_from_record, event_from_json
 from appevents.settings import AppEventsSettings
 
 __all__ = ["LocalEventLog", "LocalExporter", "StoredEvent", "create_local_exporter"]
@@ -69,22 +73,28 @@ class LocalEventLog:
 
     def append(self, events: Sequence[tuple[Event, str, int | None]]) -> int:
         """Store ``(event, event_json, published_ns)`` rows in one transaction; returns how many were new."""
-        rows = [
-            (
-                event.event_id,
-                event.event_type,
-                event.event_name,
-                event.metadata.created_timestamp,
-                published_ns,
-                event.metadata.application_name,
-                event.metadata.tenant_id,
-                event.metadata.workflow_id,
-                event.metadata.workflow_run_id,
-                event.metadata.activity_id,
-                body,
-            )
-            for event, body, published_ns in events
-        ]
+        return self.append_rows(
+            [
+                (
+                    event.event_id,
+                    event.event_type,
+                    event.event_name,
+                    event.metadata.created_timestamp,
+                    published_ns,
+                    event.metadata.application_name,
+                    event.metadata.tenant_id,
+                    event.metadata.workflow_id,
+                    event.metadata.workflow_run_id,
+                    event.metadata.activity_id,
+                    body,
+                )
+                for event, body, published_ns in events
+            ]
+        )
+
+    def append_rows(self, rows: Sequence[tuple[object, ...]]) -> int:
+        """Store rows (the ``events`` columns but ``seq``, in order) in one transaction; returns how many were new
+        (an event id already stored is ignored: re-delivery after a restart is harmless)."""
         with self._lock, self._db:
             before = self._db.total_changes
             self._db.executemany(
@@ -140,11 +150,17 @@ class LocalEventLog:
 
 
 class LocalExporter(LogRecordExporter):
-    """OTel log exporter that appends appevents events to a :class:`LocalEventLog`."""
+    """Appends appevents events to a :class:`LocalEventLog` (an :class:`~appevents.exporting.EventExporter`).
+
+    Rows are stored as published: the index columns come from a plain JSON parse of the body, never a
+    re-validation into an :class:`Event`. A batch that SQLite refuses as a whole is stored event by event, so
+    one row it cannot take fails alone.
+    """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._log: LocalEventLog | None = None
+        self._log_once = LogOnce(logging.getLogger("appevents"))
 
     def _open(self) -> LocalEventLog:
         # Opened on the exporter thread at first export: configure() and the caller's path touch no disk.
@@ -152,15 +168,41 @@ class LocalExporter(LogRecordExporter):
             self._log = LocalEventLog(self.path)
         return self._log
 
+    def export_events(self, batch: Sequence[EncodedEvent]) -> ExportOutcome:
+        outcome = ExportOutcome()
+        rows: list[tuple[EncodedEvent, tuple[object, ...]]] = []
+        for event in batch:
+            try:
+                rows.append((event, _row(event)))
+            except (ValueError, TypeError, AttributeError) as exc:
+                outcome.failed.append((event, "invalid_body"))
+                self._log_once("invalid", logging.ERROR, "appevents: local: an event body is not an event: %s", exc)
+        try:
+            log = self._open()
+        except (OSError, sqlite3.Error) as exc:
+            outcome.retry = [event for event, _ in rows]
+            outcome.retry_reason = f"cannot open the event log at {self.path}: {type(exc).__name__}: {exc}"
+            self._log_once(f"open:{type(exc).__name__}", logging.ERROR, "appevents: local: %s", outcome.retry_reason)
+            return outcome
+        try:
+            log.append_rows([row for _, row in rows])
+        except sqlite3.OperationalError as exc:  # locked, disk full, I/O error: may work later
+            outcome.retry = [event for event, _ in rows]
+            outcome.retry_reason = f"the event log at {self.path} refused a write: {exc}"
+        except sqlite3.Error:
+            for event, row in rows:  # find the row it cannot take; the others are stored
+                try:
+                    log.append_rows([row])
+                except sqlite3.Error as exc:
+                    outcome.failed.append((event, f"refused:{type(exc).__name__}"))
+        return outcome
+
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        rows: list[tuple[Event, str, int | None]] = []
-        for record in batch:
-            body = event_json_from_record(record)
-            if body is not None:
-                rows.append((event_from_json(body), body, record.log_record.timestamp))
-        if rows:
-            self._open().append(rows)
-        return LogRecordExportResult.SUCCESS
+        """The OTel ``LogRecordExporter`` face (``opentelemetry-instrument``): records become encoded events."""
+        events = [e for e in (encoded_from_record(record) for record in batch) if e is not None]
+        outcome = self.export_events(events)
+        ok = not (outcome.failed or outcome.dropped or outcome.retry)
+        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True
@@ -169,6 +211,24 @@ class LocalExporter(LogRecordExporter):
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def _row(event: EncodedEvent) -> tuple[object, ...]:
+    parsed = json.loads(event.body)
+    metadata = parsed["metadata"]
+    return (
+        event.event_id,
+        event.event_type,
+        parsed.get("event_name"),
+        metadata.get("created_timestamp"),
+        event.timestamp_ns,
+        metadata.get("application_name"),
+        metadata.get("tenant_id"),
+        metadata.get("workflow_id"),
+        metadata.get("workflow_run_id"),
+        metadata.get("activity_id"),
+        event.body.decode(),
+    )
 
 
 def create_local_exporter(settings: AppEventsSettings) -> LocalExporter:

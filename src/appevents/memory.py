@@ -10,8 +10,9 @@ from collections.abc import Iterator, Sequence
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
+from appevents.exporting import EncodedEvent, ExportOutcome
 from appevents.models import Event
-from appevents.records import event_from_record
+from appevents.records import encoded_from_record, event_from_json, event_from_record
 from appevents.settings import AppEventsSettings
 from appevents.store import EventStore
 
@@ -36,7 +37,7 @@ class CapturedEvents(LogRecordProcessor):
         """Everything published so far (waits for the emitter thread to hand over what is in flight)."""
         pipeline = EventStore._state.pipeline
         if pipeline is not None:
-            pipeline.emitter.drain(10)
+            pipeline.flush(10)
         with self._lock:
             return list(self._events)
 
@@ -67,16 +68,22 @@ class CapturedEvents(LogRecordProcessor):
 
 
 class InMemoryEventExporter(LogRecordExporter):
-    """``memory`` exporter: keeps exported events (after the delivery queue) in a list."""
+    """``memory`` exporter: keeps exported events (after the delivery engine) in a list, in order."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self._lock = threading.Lock()
 
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        events = [e for e in (event_from_record(r) for r in batch) if e is not None]
+    def export_events(self, batch: Sequence[EncodedEvent]) -> ExportOutcome:
+        # Parsed back into events for assertions: this exporter is for tests and demos, not the hot path.
+        events = [event_from_json(event.body) for event in batch]
         with self._lock:
             self.events.extend(events)
+        return ExportOutcome()
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        events = [e for e in (encoded_from_record(r) for r in batch) if e is not None]
+        self.export_events(events)
         return LogRecordExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:

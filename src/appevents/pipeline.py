@@ -1,34 +1,41 @@
-"""The emission pipeline: an OTel ``LoggerProvider`` whose processors feed our exporters.
+"""The pipeline: the exporters named in the settings (plus any given), each on its own engine channel, and
+the durable spool when ``APPEVENTS_SPOOL_PATH`` is set.
 
-``Pipeline.emit`` is the only part on the caller's path: a queue append (see :mod:`appevents.emitter`). The
-emitter thread turns events into log records; serialising batches, network and disk run on each exporter's
-worker thread.
+:meth:`Pipeline.submit` is the only part on the caller's path: one hand-off (see :mod:`appevents.engine`).
 
 Exporters are found by name in the ``appevents.exporters`` entry-point group; each entry point is a factory
-``(settings) -> LogRecordExporter | None`` (None: the exporter decided it is disabled, and said why once).
-The exporter distributions (``appevents-exporter-dapr``, ``appevents-exporter-segment``) register there, so the
-core never imports them.
+``(settings) -> exporter | None`` (None: the exporter decided it is disabled, and said why once). The exporter
+distributions (``appevents-exporter-dapr``, ``appevents-exporter-segment``) register there, so the core never
+imports them.
+
+Built by ``configure()``, the pipeline is built on the caller's thread and errors raise. Built on first use (the
+first publish with nothing configured), it is built on a background thread: the first publish costs what any
+publish costs, and events published meanwhile wait in a startup queue, then go their way in order.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Protocol
 
-from opentelemetry.context import get_current
-from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from pydantic import ValidationError
 
-from appevents.delivery import DeliveryProcessor, DeliveryStats
-from appevents.emitter import Emitter
+from appevents.delivery import DeliveryStats
+from appevents.engine import Channel, SpoolWriter, sink_for
 from appevents.errors import ConfigurationError
+from appevents.exporting import EncodedEvent
 from appevents.records import LOGGER_NAME
 from appevents.settings import AppEventsSettings
+from appevents.spool import Spool
 from appevents.version import __version__
 
 __all__ = [
@@ -43,11 +50,11 @@ __all__ = [
 ]
 
 EXPORTER_ENTRY_POINT_GROUP = "appevents.exporters"
-_logger = logging.getLogger(__name__)
+_logger = logging.getLogger("appevents")
 
 
 class ExporterFactory(Protocol):
-    def __call__(self, settings: AppEventsSettings) -> LogRecordExporter | None: ...
+    def __call__(self, settings: AppEventsSettings) -> object | None: ...
 
 
 def available_exporters() -> list[str]:
@@ -55,7 +62,7 @@ def available_exporters() -> list[str]:
     return sorted({ep.name for ep in entry_points(group=EXPORTER_ENTRY_POINT_GROUP)})
 
 
-def load_exporter(name: str, settings: AppEventsSettings) -> LogRecordExporter | None:
+def load_exporter(name: str, settings: AppEventsSettings) -> object | None:
     """Build the exporter registered as ``name``; :class:`ConfigurationError` if none is installed."""
     matches = entry_points(group=EXPORTER_ENTRY_POINT_GROUP, name=name)
     if not matches:
@@ -102,92 +109,274 @@ def _resource(settings: AppEventsSettings) -> Resource:
     return Resource.create(attributes)
 
 
+def _build_exporters(settings: AppEventsSettings, given: Mapping[str, object], *, strict: bool) -> dict[str, object]:
+    """The exporters named in ``settings`` plus ``given``.
+
+    ``strict`` (``configure()``): an unknown name or an exporter that cannot be built raises. Otherwise (built on
+    first use): unknown names get one warning naming them and the installed ones, an exporter that cannot be built
+    one error line; the others work."""
+    installed = available_exporters()
+    unknown = [name for name in settings.exporters if name not in installed and name not in given]
+    if unknown and strict:
+        load_exporter(unknown[0], settings)  # raises ConfigurationError naming it and the installed ones
+    if unknown:
+        _logger.warning(
+            "appevents: unknown exporter name(s) in APPEVENTS_EXPORTERS: %s (installed: %s); the others are used",
+            ", ".join(unknown),
+            ", ".join(installed),
+        )
+    built: dict[str, object] = {}
+    for name in settings.exporters:
+        if name in unknown or name in given:
+            continue
+        try:
+            exporter = load_exporter(name, settings)
+        except Exception as exc:
+            if strict:
+                raise
+            _logger.error("appevents: exporter %r could not be built and is left out: %s", name, exc)
+            continue
+        if exporter is not None:
+            built[name] = exporter
+    built.update(given)
+    return built
+
+
 class Pipeline:
-    """A configured LoggerProvider plus the delivery processors of its exporters."""
+    """The configured exporters, each behind its engine channel, and the spool writer in durable mode."""
 
     def __init__(
         self,
         settings: AppEventsSettings,
-        exporters: Mapping[str, LogRecordExporter],
-        extra_processors: Iterable[LogRecordProcessor] = (),
+        exporters: Mapping[str, object] | None = None,
+        processors: Iterable[LogRecordProcessor] = (),
+        *,
+        background: bool = False,
+        on_unrouted: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.provider = LoggerProvider(resource=_resource(settings), shutdown_on_exit=False)
-        self.processors: dict[str, DeliveryProcessor] = {}
+        self.given_exporters: dict[str, object] = dict(exporters or {})
+        self.extra_processors: tuple[LogRecordProcessor, ...] = tuple(processors)
+        self.channels: dict[str, Channel] = {}
+        #: The OTel resource of the records built for OTel exporters and processors (set once built).
+        self.resource: Resource | None = None
+        self.writer: SpoolWriter | None = None
+        self._on_unrouted = on_unrouted
+        self._all: tuple[Channel, ...] = ()  # channels that take every event
+        self._filtered: tuple[Channel, ...] = ()  # channels with an accepts() filter
+        self._ready = False
+        self._closed = False
+        self._startup: deque[EncodedEvent] = deque()
+        self._build_lock = threading.Lock()
+        self._builder: threading.Thread | None = None
+        if background:
+            self._builder = threading.Thread(target=self._build_quietly, name="appevents-build", daemon=True)
+            self._builder.start()
+        else:
+            self._build(strict=True)
+
+    # -- building ------------------------------------------------------------------------------------------------
+    def _build_quietly(self) -> None:
+        try:
+            self._build(strict=False)
+        except Exception as exc:
+            _logger.error("appevents: the event pipeline could not be built (%s); events are not published", exc)
+            self._go_live()
+
+    def _build(self, *, strict: bool) -> None:
+        settings = self.settings
+        exporters = _build_exporters(settings, self.given_exporters, strict=strict)
+        for index, processor in enumerate(self.extra_processors):
+            exporters[f"processor-{index}:{type(processor).__name__}"] = processor
+        resource = self.resource = _resource(settings)
+        scope = InstrumentationScope(LOGGER_NAME, __version__)
+        spool: Spool | None = None
+        if settings.spool_path is not None:
+            try:
+                spool = Spool(settings.spool_path, max_bytes=settings.spool_max_bytes, sync=settings.spool_sync)
+            except Exception as exc:
+                for exporter in exporters.values():
+                    _shutdown_exporter(exporter)
+                raise ConfigurationError(
+                    f"the spool at {settings.spool_path} (APPEVENTS_SPOOL_PATH) cannot be opened: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
         for name, exporter in exporters.items():
-            processor = DeliveryProcessor(
+            self.channels[name] = Channel(
+                name,
                 exporter,
-                name=name,
+                sink_for(exporter, resource, scope),
                 max_queue_size=settings.max_queue_size,
-                max_export_batch_size=settings.max_export_batch_size,
+                max_batch=settings.max_export_batch_size,
                 schedule_delay_s=settings.schedule_delay_ms / 1000,
-            )
-            self.processors[name] = processor
-            self.provider.add_log_record_processor(processor)
-        self._extra = list(extra_processors)
-        for extra in self._extra:
-            self.provider.add_log_record_processor(extra)
-        self.logger = self.provider.get_logger(LOGGER_NAME, __version__)
-        self.emitter = Emitter(self.logger, max_pending=settings.max_queue_size)
+                spool_owner=spool.owner if spool is not None else None,
+                spool_reader=spool.reader if spool is not None else None,
+            ).start()
+        if spool is not None:
+            self.writer = SpoolWriter(
+                spool, list(self.channels.values()), commit_interval_s=settings.spool_commit_interval_ms / 1000
+            ).start()
+        self._all = tuple(c for c in self.channels.values() if getattr(c.exporter, "accepts", None) is None)
+        self._filtered = tuple(c for c in self.channels.values() if c not in self._all)
+        self._go_live()
+
+    def _go_live(self) -> None:
+        """Route what waited in the startup queue, in order, then let callers route directly."""
+        with self._build_lock:
+            while self._startup:
+                self._route(self._startup.popleft())
+            self._ready = True
 
     @property
     def has_destinations(self) -> bool:
-        return bool(self.processors or self._extra)
+        """False when nothing is configured, or once built without a single exporter."""
+        if not self._ready:
+            return bool(self.settings.exporters or self.given_exporters or self.extra_processors)
+        return bool(self.channels)
 
-    def emit(self, event_type: str, body: str, attributes: dict[str, str], timestamp_ns: int) -> None:
-        """Hand one enriched event (its JSON and record attributes) to the emitter — caller's path, memory only;
-        it becomes a log record on the emitter thread, in the OTel context current here."""
-        self.emitter.submit(timestamp_ns, event_type, body, attributes, get_current())
+    def exporter(self, name: str) -> object:
+        """The exporter instance configured as ``name``."""
+        return self.channels[name].exporter
 
+    # -- publishing caller ---------------------------------------------------------------------------------------
+    def submit(self, event: EncodedEvent) -> None:
+        """Hand one encoded event over: the caller's path, memory only, never raises for a full queue."""
+        if not self._ready:
+            with self._build_lock:
+                if not self._ready:
+                    self._startup.append(event)
+                    return
+        self._route(event)
+
+    def _route(self, event: EncodedEvent) -> None:
+        writer = self.writer
+        waiter = event.waiter
+        if writer is not None:
+            if waiter is not None:
+                waiter.add_parties(1)
+            writer.submit(event)
+        elif waiter is None:
+            for channel in self._all:
+                channel.offer(event)
+            for channel in self._filtered:
+                if channel.wants(event):
+                    channel.offer(event)
+        else:
+            targets = [c for c in self._all] + [c for c in self._filtered if c.wants(event)]
+            waiter.add_parties(len(targets))
+            for channel in targets:
+                channel.offer(event)
+        if not self.channels and self._on_unrouted is not None:
+            self._on_unrouted(1)
+        if waiter is not None:
+            waiter.release(bool(self.channels))  # the router's own party
+
+    # -- draining ------------------------------------------------------------------------------------------------
     def flush(self, timeout_s: float) -> bool:
-        """Wait until everything published so far has been exported; False if the timeout ran out first."""
+        """Wait until everything published so far is settled by every exporter; False if the timeout ran out."""
         deadline = time.monotonic() + timeout_s
-        if not self.emitter.drain(timeout_s):
+        if not self._wait_built(deadline):
             return False
-        remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
-        return bool(self.provider.force_flush(remaining_ms))
+        if self.writer is not None and not self.writer.flush(deadline):
+            return False
+        flushed = all([channel.flush(deadline) for channel in self.channels.values()])
+        for channel in self.channels.values():
+            force_flush = getattr(channel.exporter, "force_flush", None)
+            if force_flush is not None:
+                flushed = bool(force_flush(max(0, int((deadline - time.monotonic()) * 1000)))) and flushed
+        return flushed
+
+    def _wait_built(self, deadline: float) -> bool:
+        if self._builder is not None:
+            self._builder.join(max(0.0, deadline - time.monotonic()))
+        return self._ready
 
     def shutdown(self, timeout_s: float = 10.0) -> bool:
-        """Drain and stop every stage within ``timeout_s`` in all; False if events were left undelivered.
+        """Drain and stop every thread this pipeline started within ``timeout_s`` in all (plus a bounded grace
+        for exporters interrupted at the deadline); then one warning with exactly what was not delivered and why.
 
-        The exporters drain concurrently (each has its own worker), so the waits below overlap: the total is
-        bounded by ``timeout_s``, not by the sum of per-exporter timeouts. What is left is reported once.
+        Returns False if any event was lost (failed, dropped, or left in memory). In durable mode what is left
+        stays in the spool for the next start, and the warning says so.
         """
         deadline = time.monotonic() + timeout_s
-
-        def remaining_ms() -> int:
-            return max(0, int((deadline - time.monotonic()) * 1000))
-
-        drained = self.emitter.close(timeout_s)
-        for processor in self.processors.values():
-            drained = processor.close(remaining_ms()) and drained
-        for extra in self._extra:
-            extra.shutdown()
-        if not drained:
-            left = {name: s.queued for name, s in self.stats().items() if s.queued}
+        if self._closed:
+            return True
+        self._closed = True
+        built = self._wait_built(deadline)
+        if not built:
+            with self._build_lock:
+                lost_at_start, self._startup = len(self._startup), deque()
+                self._ready = True
             _logger.warning(
-                "appevents: shutdown ran out of its %.1fs before everything was delivered; events left per stage: "
-                "%s (raise the timeout or check the destinations)",
-                timeout_s,
-                left or "in flight in an exporter",
+                "appevents: the event pipeline was still being built at shutdown; %d event(s) lost", lost_at_start
             )
-        return drained
+        if self.writer is not None:
+            self.writer.close_intake(deadline)
+        for channel in self.channels.values():
+            channel.begin_close()  # all drain together; close() below waits for each in turn
+        for channel in self.channels.values():
+            channel.close(deadline)
+        stats = self.stats()
+        if self.writer is not None:
+            self.writer.finish(settled=all(s.pending == 0 for s in stats.values()))
+        alive = [c.name for c in self.channels.values() if c.thread_alive]
+        if self.writer is not None and self.writer.thread_alive:
+            alive.append("spool")
+        return _report(stats, timeout_s, spool=self.settings.spool_path if self.writer else None, alive=alive) and built
 
     def stats(self) -> dict[str, DeliveryStats]:
-        """Counters of the emitter (key ``emitter``) and of each exporter's delivery queue."""
-        return {"emitter": self.emitter.stats(), **{name: p.stats() for name, p in self.processors.items()}}
+        """Counters per exporter (and of the ``spool`` stage in durable mode)."""
+        stages = {"spool": self.writer.stats()} if self.writer is not None else {}
+        stages.update({name: channel.stats() for name, channel in self.channels.items()})
+        return stages
+
+
+def _report(stats: Mapping[str, DeliveryStats], timeout_s: float, *, spool: object, alive: list[str]) -> bool:
+    """One warning with what was not delivered, per stage and reason; True if nothing was lost."""
+    parts = []
+    lost = False
+    for name, s in stats.items():
+        if name == "spool":
+            if s.dropped:
+                lost = True
+                parts.append(f"spool: {s.dropped} refused {s.dropped_reasons}")
+            continue
+        if s.failed or s.dropped or s.pending:
+            lost = lost or bool(s.failed or s.dropped or (s.pending and spool is None))
+            details = []
+            if s.failed:
+                details.append(f"{s.failed} failed {s.failed_reasons}")
+            if s.dropped:
+                details.append(f"{s.dropped} dropped {s.dropped_reasons}")
+            if s.pending:
+                details.append(f"{s.pending} {'kept in the spool' if spool is not None else 'undelivered'}")
+            parts.append(f"{name}: {s.delivered} of {s.accepted} delivered, " + ", ".join(details))
+    if alive:
+        parts.append(f"threads still running after the grace period: {', '.join(alive)}")
+    if parts:
+        where = f"; what is kept stays in the spool at {spool} for the next start" if spool is not None else ""
+        _logger.warning(
+            "appevents: shutdown (within %.1fs) did not deliver everything — %s%s",
+            timeout_s,
+            "; ".join(parts),
+            where,
+        )
+    return not lost and not alive
+
+
+def _shutdown_exporter(exporter: object) -> None:
+    shutdown = getattr(exporter, "shutdown", None)
+    if shutdown is not None:
+        try:
+            shutdown()
+        except Exception as exc:
+            _logger.error("appevents: shutting an exporter down failed: %r", exc)
 
 
 def build_pipeline(
     settings: AppEventsSettings,
-    exporters: Mapping[str, LogRecordExporter] | None = None,
+    exporters: Mapping[str, object] | None = None,
     extra_processors: Iterable[LogRecordProcessor] = (),
 ) -> Pipeline:
-    """Build the pipeline for ``settings``: the named exporters plus any given instances."""
-    built: dict[str, LogRecordExporter] = {}
-    for name in settings.exporters:
-        exporter = load_exporter(name, settings)
-        if exporter is not None:
-            built[name] = exporter
-    built.update(exporters or {})
-    return Pipeline(settings, built, extra_processors)
+    """Build the pipeline for ``settings``: the named exporters plus any given instances (errors raise)."""
+    return Pipeline(settings, exporters, extra_processors)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 
+from appevents.exporting import EncodedEvent
 from appevents.models import STORED_EVENT_CONTEXT, Event
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "EVENT_NAME_ATTRIBUTE",
     "LOGGER_NAME",
     "TOPIC_ATTRIBUTE",
+    "encoded_from_record",
     "event_from_json",
     "event_from_record",
     "event_json_from_record",
@@ -83,3 +85,26 @@ def event_from_record(record: AnyLogRecord) -> Event | None:
     """Rebuild the :class:`Event` a log record carries (None for records that are not appevents events)."""
     body = event_json_from_record(record)
     return None if body is None else event_from_json(body)
+
+
+def encoded_from_record(record: AnyLogRecord) -> EncodedEvent | None:
+    """The :class:`~appevents.exporting.EncodedEvent` a log record carries (None for other records).
+
+    For exporters used as plain OTel ``LogRecordExporter`` s (``OTEL_LOGS_EXPORTER=appevents_dapr``): their
+    ``export(records)`` turns records into encoded events and calls ``export_events``. The engine never needs it.
+    """
+    log_record = _api_record(record)
+    body = event_json_from_record(log_record)
+    if body is None:
+        return None
+    attributes = {str(k): str(v) for k, v in (log_record.attributes or {}).items()}
+    return EncodedEvent(
+        event_id=attributes[EVENT_ID_ATTRIBUTE],
+        event_type=log_record.event_name or "",
+        body=body.encode(),
+        attributes=attributes,
+        timestamp_ns=log_record.timestamp or 0,
+        trace_id=log_record.trace_id or 0,
+        span_id=log_record.span_id or 0,
+        trace_flags=int(log_record.trace_flags or 0),
+    )

@@ -8,7 +8,7 @@ The OpenTelemetry standard ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -43,11 +43,19 @@ class AppEventsSettings(BaseSettings):
         validation_alias=AliasChoices("APPEVENTS_BINDING_OPERATION", "DAPR_BINDING_OPERATION_CREATE"),
     )
     base_url: str | None = Field(default=None, validation_alias=AliasChoices("APPEVENTS_BASE_URL", "ATLAN_BASE_URL"))
-    # Batching between the emitter and each exporter (OTel BatchLogRecordProcessor knobs).
+    # Each exporter's queue and batching (as OTel's BatchLogRecordProcessor knobs).
     max_queue_size: int = Field(default=20_000, gt=0)
     max_export_batch_size: int = Field(default=512, gt=0)
     schedule_delay_ms: int = Field(default=200, gt=0)
     export_timeout_ms: int = Field(default=30_000, gt=0)
+    #: Durable mode: append every event to this SQLite spool before export (see README, "Delivery").
+    spool_path: Path | None = None
+    #: Bound of the spool's event bytes; past it, new events are refused and counted (``spool_full``).
+    spool_max_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    #: Group commit: the spool writer commits what was published at most this often (callers never wait for it).
+    spool_commit_interval_ms: int = Field(default=10, gt=0)
+    #: ``normal``: a commit survives the death of the process; ``full``: also a power cut (an fsync per commit).
+    spool_sync: Literal["normal", "full"] = "normal"
     #: Also record each event as a span event on the current recording span.
     span_events: bool = True
     #: When SIGTERM has no handler, exit through SystemExit so queued events are drained (see README).

@@ -1,8 +1,14 @@
-"""``EventStore``: the seed's facade. Class methods only; no instance needed.
+"""``EventStore``: the facade compatible with the Atlan application-sdk ``EventStore``. Class methods only.
 
-``publish_event`` enriches the event and hands it to the OTel pipeline; it never raises and never waits for
-delivery (the seed's promise: fire-and-forget, graceful degradation). Failures after that point are the
-exporters' to retry, count and report.
+``publish_event`` enriches the event, encodes it once and hands it to the delivery engine; it never raises and,
+unless asked to (``wait=True``), never waits for the disk or the network (fire-and-forget, graceful degradation).
+Failures after that point are the engine's to retry, count and report.
+
+Forked processes (gunicorn/uvicorn workers, prefork pools, ``multiprocessing`` and ``ProcessPoolExecutor`` with
+the fork start method): the child abandons the parent's pipeline — its threads do not exist in the child, and its
+queued events are the parent's to deliver — and builds a fresh one from the same configuration at its first
+publish. Exporter instances passed to ``configure(exporters=...)`` are reused as they are; exporters named in the
+settings are built anew (fresh connections).
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import calendar
+import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -25,8 +33,9 @@ from opentelemetry.sdk._logs.export import LogRecordExporter
 from appevents import _runtime
 from appevents.delivery import DeliveryStats, LogOnce
 from appevents.enrichment import DEFAULT_ENRICHERS, Enricher, enrich
+from appevents.exporting import EncodedEvent, Waiter
 from appevents.models import Event
-from appevents.pipeline import Pipeline, build_pipeline
+from appevents.pipeline import Pipeline
 from appevents.records import record_attributes
 from appevents.settings import AppEventsSettings
 
@@ -35,6 +44,21 @@ __all__ = ["EventStore", "configure"]
 _logger = logging.getLogger("appevents")
 # Equal to Event.model_dump_json() (default arguments), without its per-call argument handling.
 _to_json = Event.__pydantic_serializer__.to_json
+#: Enrichment adds metadata after the size check made at construction; the check made again at publish (for
+#: events whose ``data`` was changed in place since) allows for it.
+_ENRICHMENT_ALLOWANCE = 4096
+#: Pipelines abandoned by a forked child: never shut down there (their threads and connections belong to the
+#: parent), and kept referenced so no finaliser touches the parent's connections from the child.
+_ABANDONED_AFTER_FORK: list[Pipeline] = []
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """What ``configure()`` was given, to build the same pipeline again (in a forked child)."""
+
+    settings: AppEventsSettings
+    exporters: Mapping[str, LogRecordExporter | object] | None
+    processors: tuple[LogRecordProcessor, ...]
 
 
 class _State:
@@ -50,6 +74,7 @@ class _State:
         self.sigterm_handled = False
         self.log_once = LogOnce(_logger)
         self.unpublished = 0
+        self.recipe: _Recipe | None = None
 
     @property
     def settings(self) -> AppEventsSettings:
@@ -132,7 +157,7 @@ def _register_exit_drain(drain: Callable[[], object]) -> None:
 
 
 class EventStore:
-    """Publish application events: validated, enriched, emitted as OTel log records, delivered by exporters."""
+    """Publish application events: validated, enriched, encoded once and delivered by exporters."""
 
     _state: ClassVar[_State] = _State()
 
@@ -141,39 +166,55 @@ class EventStore:
     def _configure(
         cls,
         settings: AppEventsSettings | None,
-        exporters: Mapping[str, LogRecordExporter] | None,
+        exporters: Mapping[str, LogRecordExporter | object] | None,
         processors: Iterable[LogRecordProcessor],
         enrichers: Sequence[Enricher] | None,
     ) -> Pipeline:
         state = cls._state
         settings = settings if settings is not None else AppEventsSettings()
+        recipe = _Recipe(settings, exporters, tuple(processors))
         with state.lock:
-            pipeline = build_pipeline(settings, exporters, processors)
+            pipeline = Pipeline(settings, exporters, recipe.processors, on_unrouted=cls._count_unrouted)
             previous, state.pipeline = state.pipeline, pipeline
+            state.recipe = recipe
             state.enrichers = tuple(enrichers) if enrichers is not None else DEFAULT_ENRICHERS
             state.configured = True
             state.log_once.reset("no-destinations")
-            _runtime.set_max_event_bytes(settings.max_event_bytes)
-            if not state.exit_hook_registered:
-                _register_exit_drain(cls.shutdown)
-                state.exit_hook_registered = True
-            if settings.handle_sigterm and not state.sigterm_handled:
-                state.sigterm_handled = _exit_cleanly_on_sigterm()
+            cls._arm_process_hooks(settings)
         if previous is not None:
             previous.shutdown()
         return pipeline
+
+    @classmethod
+    def _arm_process_hooks(cls, settings: AppEventsSettings) -> None:
+        state = cls._state
+        _runtime.set_max_event_bytes(settings.max_event_bytes)
+        if not state.exit_hook_registered:
+            _register_exit_drain(cls.shutdown)
+            state.exit_hook_registered = True
+        if settings.handle_sigterm and not state.sigterm_handled:
+            state.sigterm_handled = _exit_cleanly_on_sigterm()
 
     @classmethod
     def _pipeline(cls) -> Pipeline | None:
         state = cls._state
         if state.configured:
             return state.pipeline
-        with state.lock:  # concurrent first publishers: one of them configures, the others wait for it
+        with state.lock:  # concurrent first publishers: one of them starts the pipeline, the others wait for it
             if not state.configured:
+                recipe = state.recipe
                 try:
-                    cls._configure(None, None, (), None)
+                    # Reading the settings is the only work done here; exporters are built in the background.
+                    settings = recipe.settings if recipe is not None else AppEventsSettings()
+                    state.pipeline = Pipeline(
+                        settings,
+                        recipe.exporters if recipe is not None else None,
+                        recipe.processors if recipe is not None else (),
+                        background=True,
+                        on_unrouted=cls._count_unrouted,
+                    )
+                    cls._arm_process_hooks(settings)
                 except Exception as exc:
-                    state.configured = True  # configure once; do not retry (and warn) per event
                     state.log_once(  # same cause as "no destinations": the user hears one of the two
                         "no-destinations",
                         logging.WARNING,
@@ -181,6 +222,8 @@ class EventStore:
                         "are not published. Call appevents.configure() to see the full error.",
                         exc,
                     )
+                # Once per lifecycle, after the pipeline is in place: never retried (and warned about) per event.
+                state.configured = True
         return state.pipeline
 
     @classmethod
@@ -196,49 +239,112 @@ class EventStore:
         return enrich(event, cls._state.settings, cls._state.enrichers)
 
     @classmethod
-    def publish(cls, event: Event) -> None:
-        """Publish ``event`` from synchronous code. Never raises; returns without waiting for delivery.
+    def publish(cls, event: Event, *, wait: bool = False, timeout_s: float = 10.0) -> bool:
+        """Publish ``event`` from synchronous code. Never raises.
 
-        Inside workflow code it is deterministic and replay-safe: nothing is emitted while history is replayed.
+        By default returns at once (True: handed over; False: refused — see :meth:`unpublished_count`).
+        ``wait=True`` blocks until the event is durable — committed to the spool in durable mode — or, without a
+        spool, settled by every exporter; True if it was made durable (or delivered everywhere) within
+        ``timeout_s``. Inside workflow code ``wait`` is ignored (workflows must not block) and nothing is emitted
+        while history is replayed.
         """
+        waiter = cls._submit(event, wait)
+        if isinstance(waiter, bool):
+            return waiter
+        return waiter.wait(timeout_s)
+
+    @classmethod
+    async def publish_event(cls, event: Event, *, wait: bool = False, timeout_s: float = 10.0) -> bool:
+        """Publish ``event``: the coroutine API of the application-sdk ``EventStore``. Never raises, does no I/O.
+
+        ``wait=True`` waits (without blocking the event loop) until the event is durable or delivered, as
+        :meth:`publish` describes.
+        """
+        waiter = cls._submit(event, wait)
+        if isinstance(waiter, bool):
+            return waiter
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+
+        def wake(ok: bool) -> None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+                loop.call_soon_threadsafe(_resolve, done, ok)
+
+        waiter.on_release(wake)
+        try:
+            return await asyncio.wait_for(done, timeout_s)
+        except TimeoutError:
+            return False
+
+    @classmethod
+    def _submit(cls, event: Event, wait: bool) -> bool | Waiter:
+        """Enrich, encode once, hand over. Returns the waiter when one was asked for, else whether it was taken."""
         try:
             workflow = _runtime.temporal_workflow_module()
             if workflow is None:
                 pipeline = cls._pipeline()
             elif _runtime.is_replaying(workflow):
-                return
+                return True
             else:
                 # Never configure from workflow code: that reads the environment and opens files inside the
                 # sandbox. The plugin (or the interceptor) configures at worker start, outside it.
                 pipeline = cls._state.pipeline
                 if pipeline is None:
                     cls._count_unpublished(in_workflow=True)
-                    return
+                    return False
             if pipeline is None or not pipeline.has_destinations:
                 cls._count_unpublished()
-                return
-            enrich(event, pipeline.settings, cls._state.enrichers)
-            timestamp_ns = _workflow_time_ns(workflow) if workflow is not None else time.time_ns()
+                return False
+            settings = pipeline.settings
+            enrich(event, settings, cls._state.enrichers)
+            body = _to_json(event)  # raises for data changed in place into something that is not JSON
+            if len(body) > settings.max_event_bytes + _ENRICHMENT_ALLOWANCE:
+                cls._refuse(
+                    "too-large",
+                    "appevents: an event of %d bytes was refused at publish (APPEVENTS_MAX_EVENT_BYTES is %d; its "
+                    "data grew after it was built); further refusals are counted, not logged",
+                    len(body),
+                    settings.max_event_bytes,
+                )
+                return False
+            span = trace.get_current_span()
+            context = span.get_span_context()
             attributes = record_attributes(event)
-            pipeline.emit(event.event_type, _to_json(event).decode(), attributes, timestamp_ns)
-            if pipeline.settings.span_events:
-                span = trace.get_current_span()
-                if span.is_recording():
-                    span.add_event(event.event_type, attributes)
+            waiter = Waiter() if wait and workflow is None else None
+            pipeline.submit(
+                EncodedEvent(
+                    event.event_id,
+                    event.event_type,
+                    body,
+                    attributes,
+                    _workflow_time_ns(workflow) if workflow is not None else time.time_ns(),
+                    context.trace_id,
+                    context.span_id,
+                    context.trace_flags,
+                    waiter=waiter,
+                )
+            )
+            if settings.span_events and span.is_recording():
+                span.add_event(event.event_type, attributes)
+            return True if waiter is None else waiter
         except Exception as exc:
-            cls._state.unpublished += 1
-            cls._state.log_once(
+            cls._refuse(
                 f"publish:{type(exc).__name__}",
-                logging.ERROR,
                 "appevents: publishing failed with %s: %s (further failures of this kind are counted, not logged)",
                 type(exc).__name__,
                 exc,
             )
+            return False
 
     @classmethod
-    async def publish_event(cls, event: Event) -> None:
-        """Publish ``event``; the seed's coroutine API. Never raises, does no I/O, does not wait for delivery."""
-        cls.publish(event)
+    def _refuse(cls, cause: str, message: str, *args: object) -> None:
+        cls._state.unpublished += 1
+        cls._state.log_once(cause, logging.ERROR, message, *args)
+
+    @classmethod
+    def _count_unrouted(cls, count: int) -> None:
+        for _ in range(count):
+            cls._count_unpublished()
 
     @classmethod
     def _count_unpublished(cls, *, in_workflow: bool = False) -> None:
@@ -262,7 +368,7 @@ class EventStore:
     # -- draining ------------------------------------------------------------------------------------------------
     @classmethod
     def flush_sync(cls, timeout_s: float = 10.0) -> bool:
-        """Block until everything published so far is settled by every exporter (delivered, or failed and
+        """Block until everything published so far is settled by every exporter (delivered, or failed/dropped and
         counted in :meth:`stats`); False if ``timeout_s`` ran out first."""
         pipeline = cls._state.pipeline
         return True if pipeline is None else pipeline.flush(timeout_s)
@@ -278,17 +384,32 @@ class EventStore:
 
     @classmethod
     def shutdown(cls, timeout_s: float = 10.0) -> bool:
-        """Drain and stop the pipeline within ``timeout_s`` in all; False (and one warning with the counts) if
-        events were left undelivered. Runs at interpreter exit too; the next publish configures anew."""
+        """Drain and stop the pipeline within ``timeout_s`` in all: every thread it started is stopped before this
+        returns. One warning says exactly what was not delivered, per exporter and reason (in durable mode, what
+        is left stays in the spool for the next start). False if any event was lost. Runs at interpreter exit
+        too (and on SIGTERM, see the README); the next publish configures anew."""
         state = cls._state
         with state.lock:
             pipeline, state.pipeline = state.pipeline, None
             state.configured = False
+            state.recipe = None
             state._env_settings = None
             state.log_once = LogOnce(_logger)  # a new lifecycle reports its problems again
             state.unpublished = 0
             _runtime.set_max_event_bytes(None)
         return True if pipeline is None else pipeline.shutdown(timeout_s)
+
+    @classmethod
+    def _after_fork_in_child(cls) -> None:
+        """In a forked child: abandon the parent's pipeline (not ours to drain), build our own at first publish."""
+        state = cls._state
+        state.lock = threading.RLock()  # the parent's may be held by a thread that does not exist here
+        if state.pipeline is not None:
+            _ABANDONED_AFTER_FORK.append(state.pipeline)
+            state.pipeline = None
+            state.configured = False
+        state.log_once = LogOnce(_logger)
+        state.unpublished = 0
 
     @classmethod
     def _detach(cls) -> _Snapshot:
@@ -308,12 +429,31 @@ class EventStore:
 
     @classmethod
     def stats(cls) -> dict[str, DeliveryStats]:
-        """Per-exporter delivery counters of the active pipeline."""
+        """Counters per exporter (and of the ``spool`` stage in durable mode) of the active pipeline; for each,
+        ``accepted = delivered + failed + dropped + pending``."""
         pipeline = cls._state.pipeline
         return {} if pipeline is None else pipeline.stats()
 
     @classmethod
     def unpublished_count(cls) -> int:
-        """Events that never reached a pipeline (no destination configured, or an internal failure) since the
-        last :meth:`shutdown`."""
+        """Events that never reached a pipeline (no destination configured, refused at publish, or an internal
+        failure) since the last :meth:`shutdown`."""
         return cls._state.unpublished
+
+
+def _resolve(future: asyncio.Future[bool], ok: bool) -> None:
+    if not future.done():
+        future.set_result(ok)
+
+
+def _before_fork() -> None:
+    EventStore._state.lock.acquire()  # no fork while a pipeline is being swapped
+
+
+def _after_fork_in_parent() -> None:
+    EventStore._state.lock.release()
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=EventStore._after_fork_in_child
+)

@@ -41,7 +41,7 @@ def test_otel_service_name_and_resource_attributes_shape_the_resource(monkeypatc
     monkeypatch.setenv("OTEL_SERVICE_NAME", "svc")
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging,team=data")
     pipeline = configure(AppEventsSettings(exporters=[]))
-    attributes = pipeline.provider.resource.attributes
+    attributes = pipeline.resource.attributes
     assert attributes["service.name"] == "svc"
     assert attributes["deployment.environment"] == "staging" and attributes["team"] == "data"
 

@@ -79,7 +79,7 @@ def pipeline() -> Iterator[Callable[[], DaprExporter]]:
 
     def build() -> DaprExporter:
         configured = configure(AppEventsSettings(exporters=["dapr"]))
-        exporter = configured.processors["dapr"].exporter
+        exporter = configured.exporter("dapr")
         assert isinstance(exporter, DaprExporter)
         return exporter
 

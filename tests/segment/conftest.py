@@ -73,7 +73,7 @@ def exporter_of() -> Callable[[Pipeline], SegmentExporter]:
     """The :class:`SegmentExporter` a configured pipeline runs."""
 
     def _exporter_of(pipeline: Pipeline) -> SegmentExporter:
-        exporter = pipeline.processors["segment"].exporter
+        exporter = pipeline.exporter("segment")
         assert isinstance(exporter, SegmentExporter)
         return exporter
 

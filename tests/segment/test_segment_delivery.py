@@ -174,7 +174,7 @@ def test_business_events_are_not_sent_but_reach_the_other_exporters(
     assert EventStore.flush_sync(10)
 
     assert [message["messageId"] for message in segment_receiver.messages] == [workflow_start.event_id]
-    memory = pipeline.processors["memory"].exporter
+    memory = pipeline.exporter("memory")
     assert isinstance(memory, InMemoryEventExporter)
     all_ids = [business.event_id, worker_start.event_id, workflow_start.event_id]
     assert [event.event_id for event in memory.events] == all_ids

@@ -48,7 +48,7 @@ def test_segment_receives_every_lifecycle_event_while_the_dapr_sidecar_is_unreac
     pipeline = configure()  # from the environment: APPEVENTS_EXPORTERS=dapr,segment
     try:
         assert sorted(pipeline.processors) == ["dapr", "segment"]
-        dapr = pipeline.processors["dapr"].exporter
+        dapr = pipeline.exporter("dapr")
         assert isinstance(dapr, DaprExporter)
         events = [lifecycle_event(ApplicationEventNames.WORKFLOW_START, workflow_id=f"invoice-{n}") for n in range(10)]
         events += [lifecycle_event(ApplicationEventNames.ACTIVITY_START, workflow_id=f"invoice-{n}") for n in range(10)]

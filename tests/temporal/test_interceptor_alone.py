@@ -33,7 +33,7 @@ async def test_interceptor_alone_configures_from_the_environment_outside_workflo
 
     pipeline = EventStore.pipeline()
     assert pipeline is not None
-    exporter = pipeline.processors["memory"].exporter
+    exporter = pipeline.exporter("memory")
     assert isinstance(exporter, InMemoryEventExporter)
     assert lifecycle(exporter.events, workflow_id) == [
         (ApplicationEventNames.WORKFLOW_START, "running"),

@@ -1,0 +1,603 @@
+"""The delivery engine: from the publishing caller to each exporter with one hand-off, exact counts, no loss
+that goes uncounted.
+
+Without a spool, the caller appends the :class:`~appevents.exporting.EncodedEvent` to each exporter's bounded
+queue (:meth:`Channel.offer`: a ``deque`` append) and returns; each :class:`Channel` has one thread that takes
+batches and calls its exporter. With a spool, the caller appends to the :class:`SpoolWriter`'s inbox instead;
+the writer group-commits to SQLite (one transaction every ``spool_commit_interval_ms``) and each channel reads
+the spool through its own cursor, so exporters progress independently and an event leaves the spool only when
+every exporter has settled it.
+
+Per channel and at every moment: ``accepted = delivered + failed + dropped + pending`` (:class:`DeliveryStats`).
+A batch is settled per event (:class:`~appevents.exporting.ExportOutcome`), so one bad event never fails or
+delays the events around it. What an exporter could not deliver for now (``retry``) is counted as failed
+without a spool, and kept and offered again after a backoff with one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+from appevents.delivery import DeliveryStats, LogOnce
+from appevents.exporting import EncodedEvent, EventExporter, ExportOutcome
+from appevents.spool import Orphan, Spool, SpoolReader
+
+__all__ = ["Channel", "Sink", "SpoolWriter", "sink_for"]
+
+_logger = logging.getLogger("appevents")
+
+Sink = Callable[[Sequence[EncodedEvent]], ExportOutcome]
+
+#: Backoff between offers of events a destination could not take (spool mode): from the first value, doubling,
+#: up to the second, half of it random so that many processes do not come back at once.
+_RETRY_BACKOFF_S = (0.2, 5.0)
+
+
+def _readable(event: EncodedEvent, resource: Resource, scope: InstrumentationScope) -> ReadableLogRecord:
+    return ReadableLogRecord(log_record=_api_record(event), resource=resource, instrumentation_scope=scope)
+
+
+def _api_record(event: EncodedEvent) -> LogRecord:
+    context = None
+    if event.trace_id:
+        span_context = SpanContext(event.trace_id, event.span_id, False, TraceFlags(event.trace_flags))
+        context = set_span_in_context(NonRecordingSpan(span_context))
+    return LogRecord(
+        timestamp=event.timestamp_ns,
+        observed_timestamp=time.time_ns(),
+        context=context,
+        severity_number=SeverityNumber.INFO,
+        severity_text="INFO",
+        body=event.body.decode(),
+        attributes=event.attributes,
+        event_name=event.event_type,
+    )
+
+
+def sink_for(exporter: object, resource: Resource, scope: InstrumentationScope) -> Sink:
+    """How the engine calls ``exporter``: the encoded path for an :class:`EventExporter`, proper OTel log records
+    (built on the exporter's thread) for a ``LogRecordExporter``, ``on_emit`` for a ``LogRecordProcessor``."""
+    if isinstance(exporter, EventExporter):
+        return exporter.export_events
+    if isinstance(exporter, LogRecordExporter):
+
+        def export_records(batch: Sequence[EncodedEvent]) -> ExportOutcome:
+            result = exporter.export([_readable(event, resource, scope) for event in batch])
+            if result is LogRecordExportResult.SUCCESS:
+                return ExportOutcome()
+            # OTel's interface answers per batch: the whole batch counts as failed.
+            return ExportOutcome(failed=[(event, "exporter_failure") for event in batch])
+
+        return export_records
+    if isinstance(exporter, LogRecordProcessor):
+
+        def emit(batch: Sequence[EncodedEvent]) -> ExportOutcome:
+            for event in batch:
+                record = ReadWriteLogRecord(
+                    log_record=_api_record(event), resource=resource, instrumentation_scope=scope
+                )
+                exporter.on_emit(record)
+            return ExportOutcome()
+
+        return emit
+    raise TypeError(f"{type(exporter).__name__} is neither an EventExporter, a LogRecordExporter nor a processor")
+
+
+def _shutdown(exporter: object) -> None:
+    shutdown = getattr(exporter, "shutdown", None)
+    if shutdown is not None:
+        shutdown()
+
+
+@dataclass
+class _Source:
+    """Where a spool-mode channel reads: its own pipeline's rows, or an orphan's being replayed."""
+
+    owner: str
+    cursor: int
+    orphan: bool = False
+    finished: bool = False
+
+
+@dataclass
+class _Counts:
+    """A channel's counters; ``pending`` is derived, so ``accepted = delivered + failed + dropped + pending`` holds
+    by construction and every term is counted per event where it happens."""
+
+    taken: int = 0  # memory mode: taken out of the queue by the exporter thread
+    committed: int = 0  # spool mode: committed for this channel, or read back from an orphan
+    delivered: int = 0
+    failed: int = 0
+    dropped_at_door: int = 0  # memory mode: refused by a full or closed queue
+    dropped: int = 0  # settled as dropped (by the exporter, or left in memory at shutdown)
+    failed_reasons: Counter[str] = field(default_factory=Counter)
+    dropped_reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def settled(self) -> int:
+        return self.delivered + self.failed + self.dropped
+
+
+class Channel:
+    """One exporter's queue (or spool cursor), thread and counters."""
+
+    def __init__(
+        self,
+        name: str,
+        exporter: object,
+        sink: Sink,
+        *,
+        max_queue_size: int,
+        max_batch: int,
+        schedule_delay_s: float,
+        spool_owner: str | None = None,
+        spool_reader: Callable[[], SpoolReader] | None = None,
+    ) -> None:
+        self.name = name
+        self.exporter = exporter
+        self._sink = sink
+        self._accepts: Callable[[EncodedEvent], bool] | None = getattr(exporter, "accepts", None)
+        self._max_queue = max_queue_size
+        self._max_batch = max_batch
+        self._delay = schedule_delay_s
+        self._queue: deque[EncodedEvent] = deque()
+        self._lock = threading.Lock()
+        self._progress = threading.Condition(self._lock)
+        self._counts = _Counts()
+        self._wake = threading.Event()
+        self._stop = threading.Event()  # stop now: abandon what is not settled
+        self._closing = False  # stop once everything is settled
+        self._log_once = LogOnce(_logger)
+        self._full_warned = False
+        self._spool_reader_factory = spool_reader
+        self._sources: list[_Source] = [_Source(spool_owner, 0)] if spool_owner is not None else []
+        self._thread = threading.Thread(target=self._run, name=f"appevents-{name}", daemon=True)
+
+    def start(self) -> Channel:
+        self._thread.start()
+        return self
+
+    @property
+    def spooled(self) -> bool:
+        return self._spool_reader_factory is not None
+
+    def wants(self, event: EncodedEvent) -> bool:
+        return True if self._accepts is None else bool(self._accepts(event))
+
+    # -- publishing caller (memory mode) -------------------------------------------------------------------------
+    def offer(self, event: EncodedEvent) -> None:
+        """Queue ``event`` (a deque append); a full or closed queue drops it, counted, one warning an episode."""
+        if self._closing or len(self._queue) >= self._max_queue:
+            self._drop_at_door(event, "shutdown" if self._closing else "queue_full")
+            return
+        self._queue.append(event)
+        if event.waiter is not None or len(self._queue) >= self._max_batch:
+            self._wake.set()
+
+    def _drop_at_door(self, event: EncodedEvent, reason: str) -> None:
+        with self._lock:
+            self._counts.dropped_at_door += 1
+            self._counts.dropped_reasons[reason] += 1
+            warn = not self._full_warned
+            self._full_warned = True
+        if event.waiter is not None:
+            event.waiter.release(False)
+        if warn:
+            _logger.warning(
+                "appevents: the %s queue is %s; new events are dropped and counted until it drains "
+                "(raise APPEVENTS_MAX_QUEUE_SIZE, set APPEVENTS_SPOOL_PATH, or check the destination)",
+                self.name,
+                "closed" if reason == "shutdown" else f"full ({self._max_queue} events)",
+            )
+
+    # -- spool writer (spool mode) -------------------------------------------------------------------------------
+    def committed(self, count: int) -> None:
+        """``count`` events for this channel were committed to the spool."""
+        with self._lock:
+            self._counts.committed += count
+        self._wake.set()
+
+    def adopt(self, orphan: Orphan) -> None:
+        """Replay an orphan's rows from its cursor for this exporter (0 if it had none), before our own."""
+        with self._lock:
+            source = _Source(orphan.owner, orphan.cursors.get(self.name, 0), orphan=True)
+            self._sources.insert(len(self._sources) - 1, source)
+        self._wake.set()
+
+    def cursors(self) -> tuple[dict[str, int], list[str]]:
+        """(owner → seq settled so far, orphans replayed to the end) for the writer's checkpoint."""
+        with self._lock:
+            return {s.owner: s.cursor for s in self._sources}, [s.owner for s in self._sources if s.finished]
+
+    def forget(self, owners: Sequence[str]) -> None:
+        with self._lock:
+            self._sources = [s for s in self._sources if s.owner not in owners]
+
+    # -- exporter thread -----------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        reader = self._spool_reader_factory() if self._spool_reader_factory is not None else None
+        try:
+            while not self._stop.is_set():
+                self._wake.wait(self._delay)
+                self._wake.clear()
+                while not self._stop.is_set():
+                    batch, source, last_seq = self._take(reader)
+                    if source is None and not batch:
+                        break
+                    self._deliver(batch, source, last_seq)
+                if self._closing and self._idle():
+                    return
+        except Exception as exc:  # a bug here must be seen, and must not hang flush/shutdown
+            self._log_once("engine", logging.ERROR, "appevents: the %s delivery thread failed: %r", self.name, exc)
+        finally:
+            if reader is not None:
+                reader.close()
+            with self._progress:
+                self._progress.notify_all()
+
+    def _idle(self) -> bool:
+        with self._lock:
+            return self._settled_target_locked() <= self._counts.settled
+
+    def _take(self, reader: SpoolReader | None) -> tuple[list[EncodedEvent], _Source | None, int]:
+        if reader is None:
+            with self._lock:
+                batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+                self._counts.taken += len(batch)
+                if not self._queue:
+                    self._full_warned = False
+            return batch, None, 0
+        while True:
+            with self._lock:
+                source = next((s for s in self._sources if not s.finished), None)
+            if source is None:
+                return [], None, 0
+            rows = reader.read(source.owner, source.cursor, self._max_batch)
+            if not rows:
+                if not source.orphan:
+                    return [], None, 0
+                with self._lock:
+                    source.finished = True  # an orphan appends no more: replayed to the end
+                continue
+            wanted = rows if self._accepts is None else [row for row in rows if self.wants(row)]
+            if source.orphan:
+                with self._lock:
+                    self._counts.committed += len(wanted)
+            return wanted, source, rows[-1].seq
+
+    def _deliver(self, batch: list[EncodedEvent], source: _Source | None, last_seq: int) -> None:
+        attempt = 0
+        while batch:
+            outcome = self._call(batch)
+            if outcome.retry and source is None:  # memory mode: the exporter has retried within its window already
+                self._log_once(
+                    "gave-up",
+                    logging.ERROR,
+                    "appevents: %s could not deliver %d event(s) (%s); counted as failed. Set APPEVENTS_SPOOL_PATH "
+                    "to keep such events until the destination is back (further occurrences are counted, not "
+                    "logged).",
+                    self.name,
+                    len(outcome.retry),
+                    outcome.retry_reason or "destination unavailable",
+                )
+                outcome.failed.extend((event, "unavailable") for event in outcome.retry)
+                outcome.retry = []
+            self._settle(batch, outcome)
+            batch = outcome.retry
+            if not batch:
+                break
+            if attempt == 0:
+                self._log_once(
+                    "kept",
+                    logging.WARNING,
+                    "appevents: %s could not deliver %d event(s) for now (%s); they stay in the spool and are "
+                    "offered again with backoff until the destination takes them",
+                    self.name,
+                    len(batch),
+                    outcome.retry_reason or "destination unavailable",
+                )
+            delay = min(_RETRY_BACKOFF_S[1], _RETRY_BACKOFF_S[0] * 2**attempt)
+            attempt += 1
+            if self._stop.wait(delay / 2 + random.uniform(0, delay / 2)):
+                return  # stopped: what is not settled stays in the spool, the cursor stays before it
+        if source is not None:
+            with self._lock:
+                source.cursor = max(source.cursor, last_seq)
+            if attempt:
+                self._log_once.reset("kept")
+
+    def _call(self, batch: list[EncodedEvent]) -> ExportOutcome:
+        try:
+            return self._sink(batch)
+        except Exception as exc:  # an exporter bug costs its batch, never the thread
+            self._log_once(
+                f"raise:{type(exc).__name__}",
+                logging.ERROR,
+                "appevents: exporter %s raised %s: %s; its batch of %d is counted as failed (further errors of "
+                "this kind are counted, not logged)",
+                self.name,
+                type(exc).__name__,
+                exc,
+                len(batch),
+            )
+            return ExportOutcome(failed=[(event, f"exporter_error:{type(exc).__name__}") for event in batch])
+
+    def _settle(self, batch: list[EncodedEvent], outcome: ExportOutcome) -> None:
+        """Count ``outcome`` for ``batch``: the events it does not list were delivered; ``retry`` stays pending."""
+        failed, dropped = outcome.failed, outcome.dropped
+        with self._progress:
+            counts = self._counts
+            counts.delivered += len(batch) - len(failed) - len(dropped) - len(outcome.retry)
+            counts.failed += len(failed)
+            counts.dropped += len(dropped)
+            for _, reason in failed:
+                counts.failed_reasons[reason] += 1
+            for _, reason in dropped:
+                counts.dropped_reasons[reason] += 1
+            self._progress.notify_all()
+        if any(event.waiter is not None for event in batch):
+            retried = {id(event) for event in outcome.retry}
+            refused = {id(event) for event, _ in (*failed, *dropped)}
+            for event in batch:
+                if event.waiter is not None and id(event) not in retried:
+                    event.waiter.release(id(event) not in refused)
+
+    # -- control -------------------------------------------------------------------------------------------------
+    def _settled_target_locked(self) -> int:
+        """How many events this channel must settle to be done with everything accepted so far."""
+        c = self._counts
+        return c.committed if self.spooled else c.taken + len(self._queue)
+
+    def flush(self, deadline: float) -> bool:
+        """Wait until every event accepted before this call is settled; False if ``deadline`` passed first."""
+        with self._progress:
+            target = self._settled_target_locked()
+        self._wake.set()
+        with self._progress:
+            while self._counts.settled < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return False
+                self._progress.wait(min(remaining, 0.05))
+                self._wake.set()
+        return True
+
+    def begin_close(self) -> None:
+        """Refuse new events and stop once everything accepted is settled (see :meth:`close`)."""
+        self._closing = True
+        self._wake.set()
+
+    def close(self, deadline: float) -> None:
+        """Settle what is queued by ``deadline``, then stop the thread and the exporter (before returning).
+
+        Out of time, the exporter is shut down while it works, which makes a running export return its unsettled
+        events: they stay pending in the spool (spool mode), or are counted as dropped, reason ``shutdown``
+        (memory mode: they are lost, and said so).
+        """
+        self.begin_close()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self._stop.set()
+            self._wake.set()
+        _shutdown_quietly(self)
+        self._thread.join(5.0)
+        with self._lock:
+            left = list(self._queue)
+            self._queue.clear()
+            self._counts.taken += len(left)
+            self._counts.dropped += len(left)
+            if left:
+                self._counts.dropped_reasons["shutdown"] += len(left)
+        for event in left:
+            if event.waiter is not None:
+                event.waiter.release(False)
+
+    @property
+    def thread_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stats(self) -> DeliveryStats:
+        with self._lock:
+            c = self._counts
+            accepted = (c.committed if self.spooled else c.taken + len(self._queue)) + c.dropped_at_door
+            dropped = c.dropped_at_door + c.dropped
+            return DeliveryStats(
+                accepted=accepted,
+                delivered=c.delivered,
+                failed=c.failed,
+                dropped=dropped,
+                pending=accepted - c.delivered - c.failed - dropped,
+                failed_reasons=dict(c.failed_reasons),
+                dropped_reasons=dict(c.dropped_reasons),
+            )
+
+
+def _shutdown_quietly(channel: Channel) -> None:
+    try:
+        _shutdown(channel.exporter)
+    except Exception as exc:
+        _logger.error("appevents: shutting exporter %s down failed: %r", channel.name, exc)
+
+
+class SpoolWriter:
+    """Group-commits published events to the spool and tells the channels; checkpoints cursors; adopts orphans."""
+
+    def __init__(self, spool: Spool, channels: Sequence[Channel], *, commit_interval_s: float) -> None:
+        self.spool = spool
+        self._channels = list(channels)
+        self._interval = commit_interval_s
+        self._inbox: deque[EncodedEvent] = deque()
+        self._wake = threading.Event()
+        self._lock = threading.Condition()
+        self._submitted = 0
+        self._committed = 0
+        self._dropped: Counter[str] = Counter()
+        self._closing = False
+        self._full_warned = False
+        self._log_once = LogOnce(_logger)
+        self._adopting: dict[str, set[str]] = {}  # orphan → channels still replaying it
+        self._thread = threading.Thread(target=self._run, name="appevents-spool", daemon=True)
+
+    def start(self) -> SpoolWriter:
+        for orphan in self.spool.claim_orphans():
+            self._adopt(orphan)
+        self._thread.start()
+        return self
+
+    def _adopt(self, orphan: Orphan) -> None:
+        self._adopting[orphan.owner] = {c.name for c in self._channels}
+        for channel in self._channels:
+            channel.adopt(orphan)
+
+    # -- publishing caller ---------------------------------------------------------------------------------------
+    def submit(self, event: EncodedEvent) -> None:
+        if self._closing:
+            with self._lock:
+                self._submitted += 1
+                self._dropped["shutdown"] += 1
+            if event.waiter is not None:
+                event.waiter.release(False)
+            return
+        self._inbox.append(event)
+        if event.waiter is not None:
+            self._wake.set()
+
+    # -- writer thread -------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        next_checkpoint = time.monotonic() + 1.0
+        next_scan = time.monotonic() + 5.0
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            closing = self._closing
+            try:
+                self._commit()
+                now = time.monotonic()
+                if now >= next_checkpoint or closing:
+                    self.checkpoint()
+                    next_checkpoint = now + 1.0
+                if now >= next_scan:
+                    for orphan in self.spool.claim_orphans():
+                        self._adopt(orphan)
+                    next_scan = now + 5.0
+            except Exception as exc:  # disk full, locked for too long...: counted per event in _commit
+                self._log_once(
+                    f"spool:{type(exc).__name__}",
+                    logging.ERROR,
+                    "appevents: the spool at %s failed: %s: %s",
+                    self.spool.path,
+                    type(exc).__name__,
+                    exc,
+                )
+            if closing and not self._inbox:
+                return
+
+    def _commit(self) -> None:
+        inbox = self._inbox
+        batch = [inbox.popleft() for _ in range(len(inbox))]
+        if not batch:
+            return
+        try:
+            taken = self.spool.append(batch)
+        except Exception:
+            self._settle(batch, 0, "spool_error")
+            raise
+        self._settle(batch, taken, "spool_full")
+
+    def _settle(self, batch: list[EncodedEvent], taken: int, reason: str) -> None:
+        committed, refused = batch[:taken], batch[taken:]
+        with self._lock:
+            self._submitted += len(batch)
+            self._committed += taken
+            self._dropped[reason] += len(refused)
+            self._lock.notify_all()
+        if refused and not self._full_warned:
+            self._full_warned = True
+            _logger.warning(
+                "appevents: the spool at %s %s; %d new event(s) dropped and counted (overflow policy: the newest "
+                "are refused; raise APPEVENTS_SPOOL_MAX_BYTES or check the destinations)",
+                self.spool.path,
+                f"is full ({self.spool.max_bytes} bytes)" if reason == "spool_full" else "failed",
+                len(refused),
+            )
+        elif not refused:
+            self._full_warned = False
+        for channel in self._channels:
+            wanted = sum(1 for event in committed if channel.wants(event))
+            if wanted:
+                channel.committed(wanted)
+        for event in batch:
+            if event.waiter is not None:
+                event.waiter.release(event in committed)
+
+    def checkpoint(self) -> None:
+        cursors: dict[str, dict[str, int]] = {}
+        finished_by: dict[str, set[str]] = {}
+        for channel in self._channels:
+            by_owner, finished = channel.cursors()
+            for owner, seq in by_owner.items():
+                cursors.setdefault(owner, {})[channel.name] = seq
+            for owner in finished:
+                finished_by.setdefault(owner, set()).add(channel.name)
+        done = [o for o, names in self._adopting.items() if names <= finished_by.get(o, set())]
+        self.spool.checkpoint({o: c for o, c in cursors.items() if o not in done}, done)
+        for owner in done:
+            del self._adopting[owner]
+        for channel in self._channels:
+            channel.forget(done)
+
+    # -- control -------------------------------------------------------------------------------------------------
+    def flush(self, deadline: float) -> bool:
+        """Wait until everything submitted before this call is committed (or refused)."""
+        target = self._submitted + len(self._inbox)
+        self._wake.set()
+        with self._lock:
+            while self._submitted < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return False
+                self._lock.wait(min(remaining, 0.05))
+        return True
+
+    def close_intake(self, deadline: float) -> None:
+        """Commit what was submitted, refuse what comes later, stop the writer thread."""
+        self._closing = True
+        self._wake.set()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+
+    def finish(self, *, settled: bool) -> None:
+        """Final checkpoint after the channels stopped, then close the spool."""
+        try:
+            self.checkpoint()
+        finally:
+            self.spool.close(settled=settled and not self._adopting)
+
+    @property
+    def thread_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stats(self) -> DeliveryStats:
+        with self._lock:
+            dropped = sum(self._dropped.values())
+            accepted = self._submitted + len(self._inbox)
+            return DeliveryStats(
+                accepted=accepted,
+                delivered=self._committed,
+                failed=0,
+                dropped=dropped,
+                pending=accepted - self._committed - dropped,
+                dropped_reasons={k: v for k, v in self._dropped.items() if v},
+            )

@@ -1,0 +1,144 @@
+"""What the delivery engine hands an exporter, and what it expects back: the one declared exporter interface.
+
+Every event is encoded once, by the publishing caller (``Event.model_dump_json()`` as UTF-8 bytes), and travels
+as an :class:`EncodedEvent` from there on. The engine gives each exporter its own queue (or its own cursor over
+the durable spool) and one thread; the exporter is called with a batch and answers, **per event**, what became
+of it with an :class:`ExportOutcome`:
+
+* delivered — everything not listed otherwise;
+* ``failed`` — refused for good (a destination that says "never": too large, invalid, forbidden); counted with
+  its reason, never retried, never holding back the events around it;
+* ``dropped`` — deliberately not sent (e.g. the destination has no such component); counted with its reason;
+* ``retry`` — not settled: the destination is unavailable *now*. Without a spool the engine counts these as
+  failed (the exporter has already retried within its own window); with a spool they stay spooled and the
+  engine offers them again after a backoff, for as long as it takes.
+
+Two kinds of exporters plug in:
+
+* :class:`EventExporter` (this module): our exporters (``local``, ``memory``, ``dapr``, ``segment``) implement
+  ``export_events`` and take the cheap path: no OpenTelemetry record is built for them, the JSON is sent as it is
+  (a JSON round trip is for readers such as ``appevents tail``, never the hot path). They stay
+  ``LogRecordExporter`` subclasses too, so ``OTEL_LOGS_EXPORTER=appevents_dapr`` keeps working.
+* any OpenTelemetry ``LogRecordExporter`` (OTLP, console, third-party): the engine builds a proper
+  ``ReadableLogRecord`` per event on the exporter's thread (``event_name`` = the event type, body = the event
+  JSON, the publisher's trace and span ids, the pipeline's resource) and counts the batch by the one result OTel's
+  interface gives. Extra ``LogRecordProcessor`` instances given to ``configure()`` get ``on_emit`` the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = ["EncodedEvent", "EventExporter", "ExportOutcome", "Waiter", "wants_event"]
+
+
+class Waiter:
+    """Released when the event it is attached to is durable (spool committed) or settled by every exporter.
+
+    ``publish(event, wait=True)`` blocks on it; ``publish_event(event, wait=True)`` awaits it without blocking the
+    event loop (the releasing thread schedules the wake-up on the loop).
+    """
+
+    __slots__ = ("_callback", "_event", "_lock", "_remaining", "ok")
+
+    def __init__(self, parties: int = 1) -> None:
+        self._remaining = parties
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callback: Callable[[bool], None] | None = None
+        #: False once any party reported the event as not delivered (dropped, failed, not durable).
+        self.ok = True
+
+    def add_parties(self, n: int) -> None:
+        with self._lock:
+            self._remaining += n
+
+    def on_release(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(ok)`` on release (at once if already released)."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callback = callback
+                return
+        callback(self.ok)
+
+    def release(self, ok: bool = True) -> None:
+        """One party is done with the event; the last one wakes the waiter."""
+        with self._lock:
+            if not ok:
+                self.ok = False
+            self._remaining -= 1
+            if self._remaining > 0 or self._event.is_set():
+                return
+            self._event.set()
+            callback, self._callback = self._callback, None
+        if callback is not None:
+            callback(self.ok)
+
+    def wait(self, timeout_s: float | None) -> bool:
+        """True when released with every party reporting success within ``timeout_s``."""
+        return self._event.wait(timeout_s) and self.ok
+
+
+@dataclass(slots=True, eq=False)
+class EncodedEvent:
+    """One published event as every exporter receives it."""
+
+    event_id: str
+    event_type: str
+    #: ``Event.model_dump_json()``, UTF-8: what goes on the wire. Decode or parse it only if you must.
+    body: bytes
+    #: The record attributes (``appevents.event_id``, ``appevents.event_name``, ``appevents.topic``; see
+    #: :mod:`appevents.records`).
+    attributes: dict[str, str]
+    #: Publish time (ns since the epoch; ``workflow.now()`` inside workflows).
+    timestamp_ns: int
+    #: The publisher's OpenTelemetry trace context (0: none).
+    trace_id: int = 0
+    span_id: int = 0
+    trace_flags: int = 0
+    #: Position in the durable spool (0 without one).
+    seq: int = 0
+    waiter: Waiter | None = field(default=None, repr=False)
+
+    @property
+    def event_name(self) -> str | None:
+        """The lifecycle name (``workflow_start`` …), when the event has one."""
+        return self.attributes.get("appevents.event_name")
+
+    @property
+    def topic(self) -> str | None:
+        return self.attributes.get("appevents.topic")
+
+
+@dataclass(slots=True)
+class ExportOutcome:
+    """What an exporter did with a batch; every event not listed here was delivered."""
+
+    #: Refused for good, with a short reason (bounded cardinality: a kind and a code, never free text).
+    failed: list[tuple[EncodedEvent, str]] = field(default_factory=list)
+    #: Deliberately not sent, with a short reason.
+    dropped: list[tuple[EncodedEvent, str]] = field(default_factory=list)
+    #: Not settled: the destination is unavailable now (see the module docstring).
+    retry: list[EncodedEvent] = field(default_factory=list)
+    #: Why ``retry`` is not empty (one line, no secrets), for the engine's give-up message.
+    retry_reason: str = ""
+
+
+@runtime_checkable
+class EventExporter(Protocol):
+    """An exporter that takes encoded events (the cheap path). ``export_events`` runs on the exporter's own
+    engine thread, one batch at a time, and should not raise (the engine counts a raising batch as failed)."""
+
+    def export_events(self, batch: Sequence[EncodedEvent]) -> ExportOutcome: ...
+
+    def shutdown(self) -> None: ...
+
+
+def wants_event(exporter: object, event: EncodedEvent) -> bool:
+    """Whether ``exporter`` takes ``event`` at all: its optional ``accepts(event) -> bool`` (e.g. Segment takes
+    lifecycle events only). Events an exporter does not take are never counted against it."""
+    accepts: Callable[[EncodedEvent], bool] | None = getattr(exporter, "accepts", None)
+    return True if accepts is None else accepts(event)

@@ -1,0 +1,271 @@
+"""The durable spool (``APPEVENTS_SPOOL_PATH``): an SQLite file in WAL mode that every event is appended to before
+any exporter sees it.
+
+Why SQLite: it is in the standard library, a WAL-mode commit survives the death of the process (``kill -9``) the
+moment it returns, several processes (a parent and its forked workers) can append to one file at once, and
+readers never block the writer. A commit is one ``fsync``-free write with ``synchronous=NORMAL``: durable
+against process death, not against a power cut (``APPEVENTS_SPOOL_SYNC=full`` adds the ``fsync``).
+
+Layout:
+
+* ``events`` — one row per event, in append order (``seq``), tagged with the ``owner`` that appended it;
+* ``owners`` — one row per pipeline that appends (a process, or a forked child: each gets a fresh owner id), with
+  its pid, host, heartbeat and whether it was closed;
+* ``cursors`` — per owner and exporter, the ``seq`` up to which that exporter has settled the owner's events;
+* ``meta`` — the live size of the event bodies, kept in the same transactions as the rows.
+
+An owner's rows leave the spool once every exporter's cursor is past them. An owner whose process died (or that
+shut down with events left) is an orphan: the next pipeline that opens the spool, or a running one on its
+periodic scan, claims it in a transaction and replays its rows to its own exporters from the orphan's cursors
+(at-least-once; the event id tells a duplicate apart).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from appevents.exporting import EncodedEvent
+
+__all__ = ["Orphan", "Spool", "SpoolReader"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    body BLOB NOT NULL,
+    attributes TEXT NOT NULL,
+    timestamp_ns INTEGER NOT NULL,
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    trace_flags INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_owner ON events (owner, seq);
+CREATE TABLE IF NOT EXISTS owners (
+    owner TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    heartbeat_ns INTEGER NOT NULL,
+    closed INTEGER NOT NULL DEFAULT 0,
+    adopted_by TEXT
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    owner TEXT NOT NULL,
+    exporter TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (owner, exporter)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('bytes', 0);
+"""
+
+#: An owner whose heartbeat is older than this is taken for dead even if its pid exists (pid reuse, other host).
+STALE_AFTER_S = 60.0
+
+
+def _connect(path: Path, busy_timeout_s: float, sync: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+    return db
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """Another owner's leftovers, claimed by this spool: replay from ``cursors`` (exporter → seq)."""
+
+    owner: str
+    cursors: Mapping[str, int]
+
+
+class Spool:
+    """The appending side of the spool, owned by one pipeline (one thread uses it: the engine's writer)."""
+
+    def __init__(self, path: Path | str, *, max_bytes: int, sync: str = "normal", busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self._sync = sync
+        self._busy_timeout_s = busy_timeout_s
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = _connect(self.path, busy_timeout_s, sync)
+        self._db.executescript(_SCHEMA)
+        self.owner = uuid.uuid4().hex
+        self._pid = os.getpid()
+        self._host = socket.gethostname()
+        self._db.execute(
+            "INSERT INTO owners (owner, pid, host, heartbeat_ns) VALUES (?, ?, ?, ?)",
+            (self.owner, self._pid, self._host, time.time_ns()),
+        )
+
+    def reader(self) -> SpoolReader:
+        """A connection for one exporter thread (SQLite connections are not shared between threads here)."""
+        return SpoolReader(_connect(self.path, self._busy_timeout_s, self._sync))
+
+    # -- writer --------------------------------------------------------------------------------------------------
+    def append(self, events: Sequence[EncodedEvent]) -> int:
+        """Append ``events`` in one transaction, as many as fit under ``max_bytes`` (in order); returns how many.
+
+        The size check and the rows are in one ``BEGIN IMMEDIATE`` transaction, so processes sharing the spool
+        never overshoot the bound together.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            (used,) = db.execute("SELECT value FROM meta WHERE key = 'bytes'").fetchone()
+            room = self.max_bytes - int(used)
+            taken = 0
+            size = 0
+            for event in events:
+                if size + len(event.body) > room:
+                    break
+                size += len(event.body)
+                taken += 1
+            if taken:
+                db.executemany(
+                    "INSERT INTO events (owner, event_id, event_type, body, attributes, timestamp_ns, trace_id,"
+                    " span_id, trace_flags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            self.owner,
+                            e.event_id,
+                            e.event_type,
+                            e.body,
+                            json.dumps(e.attributes, separators=(",", ":")),
+                            e.timestamp_ns,
+                            format(e.trace_id, "x"),
+                            format(e.span_id, "x"),
+                            e.trace_flags,
+                        )
+                        for e in events[:taken]
+                    ],
+                )
+                db.execute("UPDATE meta SET value = value + ? WHERE key = 'bytes'", (size,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return taken
+
+    def checkpoint(self, cursors: Mapping[str, Mapping[str, int]], finished: Iterable[str] = ()) -> None:
+        """Persist ``cursors`` (owner → exporter → seq), drop the rows every exporter has passed, forget the
+        ``finished`` orphans (replayed to the end), and beat this owner's heart — one transaction."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for owner, by_exporter in cursors.items():
+                db.executemany(
+                    "INSERT INTO cursors (owner, exporter, seq) VALUES (?, ?, ?)"
+                    " ON CONFLICT (owner, exporter) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                    [(owner, exporter, seq) for exporter, seq in by_exporter.items()],
+                )
+                if by_exporter:
+                    self._purge(owner, min(by_exporter.values()))
+            for owner in finished:
+                self._purge(owner, None)
+                db.execute("DELETE FROM cursors WHERE owner = ?", (owner,))
+                db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+            db.execute("UPDATE owners SET heartbeat_ns = ? WHERE owner = ?", (time.time_ns(), self.owner))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _purge(self, owner: str, up_to: int | None) -> None:
+        where, params = ("owner = ?", (owner,)) if up_to is None else ("owner = ? AND seq <= ?", (owner, up_to))
+        (size,) = self._db.execute(
+            f"SELECT COALESCE(SUM(LENGTH(body)), 0) FROM events WHERE {where}", params
+        ).fetchone()
+        if size:
+            self._db.execute(f"DELETE FROM events WHERE {where}", params)
+            self._db.execute("UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'bytes'", (int(size),))
+
+    def claim_orphans(self) -> list[Orphan]:
+        """Claim every owner whose process is gone (or that was closed with events left), with its cursors."""
+        now = time.time_ns()
+        rows = self._db.execute("SELECT owner, pid, host, heartbeat_ns, closed, adopted_by FROM owners").fetchall()
+        dead = {
+            owner
+            for owner, pid, host, heartbeat_ns, closed, _ in rows
+            if owner != self.owner
+            and (closed or (host == self._host and not _pid_alive(pid)) or now - heartbeat_ns > STALE_AFTER_S * 1e9)
+        }
+        known = {row[0] for row in rows}
+        claimed: list[Orphan] = []
+        for owner, *_, adopted_by in rows:
+            if owner not in dead or (adopted_by is not None and adopted_by in known and adopted_by not in dead):
+                continue
+            updated = self._db.execute(
+                "UPDATE owners SET adopted_by = ? WHERE owner = ? AND adopted_by IS ?", (self.owner, owner, adopted_by)
+            ).rowcount
+            if updated:
+                cursors = dict(self._db.execute("SELECT exporter, seq FROM cursors WHERE owner = ?", (owner,)))
+                claimed.append(Orphan(owner, cursors))
+        return claimed
+
+    def size(self) -> tuple[int, int]:
+        """(events, body bytes) in the spool, every owner included."""
+        (count,) = self._db.execute("SELECT COUNT(*) FROM events").fetchone()
+        (used,) = self._db.execute("SELECT value FROM meta WHERE key = 'bytes'").fetchone()
+        return int(count), int(used)
+
+    def close(self, *, settled: bool) -> None:
+        """Mark this owner closed (its leftovers become an orphan for the next pipeline), or remove it when
+        ``settled`` (nothing of it is left), and close the connection."""
+        try:
+            if settled:
+                self._db.execute("DELETE FROM cursors WHERE owner = ?", (self.owner,))
+                self._db.execute("DELETE FROM owners WHERE owner = ?", (self.owner,))
+            else:
+                self._db.execute("UPDATE owners SET closed = 1 WHERE owner = ?", (self.owner,))
+        finally:
+            self._db.close()
+
+
+class SpoolReader:
+    """One exporter thread's read access to the spool."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def read(self, owner: str, after_seq: int, limit: int) -> list[EncodedEvent]:
+        rows = self._db.execute(
+            "SELECT seq, event_id, event_type, body, attributes, timestamp_ns, trace_id, span_id, trace_flags"
+            " FROM events WHERE owner = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (owner, after_seq, limit),
+        ).fetchall()
+        return [
+            EncodedEvent(
+                event_id=event_id,
+                event_type=event_type,
+                body=bytes(body),
+                attributes=json.loads(attributes),
+                timestamp_ns=timestamp_ns,
+                trace_id=int(trace_id, 16),
+                span_id=int(span_id, 16),
+                trace_flags=trace_flags,
+                seq=seq,
+            )
+            for seq, event_id, event_type, body, attributes, timestamp_ns, trace_id, span_id, trace_flags in rows
+        ]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
