@@ -17,8 +17,9 @@ _max_event_bytes: int | None = None
 
 
 def set_max_event_bytes(limit: int | None) -> None:
-    """Set the ``data`` size cap applied at :class:`~appevents.Event` construction (``configure`` passes the
-    active settings' value; None: read ``APPEVENTS_MAX_EVENT_BYTES`` from the environment at next use)."""
+    """Set the cap on an event's encoded size applied at :class:`~appevents.Event` construction and assignment
+    (``configure`` passes the active settings' value; None: read ``APPEVENTS_MAX_EVENT_BYTES`` from the
+    environment at next use)."""
     global _max_event_bytes
     _max_event_bytes = limit
 

@@ -3,8 +3,19 @@
 Names and fields follow the seed's ``application_sdk.interceptors.models`` so existing call sites keep working;
 fields we add (``event_id``, ``tenant_id``, ``trace_id``, ``span_id``, ``sdk_version``) are additions, never renames.
 
-Validation happens here, at construction: a bad event raises :class:`pydantic.ValidationError` naming the field
-and the rule, so nothing malformed ever reaches the pipeline.
+What is validated, and when — a bad value raises :class:`pydantic.ValidationError` naming the field and the rule:
+
+* At construction (``Event(...)``, ``EventMetadata(...)``, ``model_validate``): every field's type and rule, and
+  the size of the whole event encoded as JSON (``Event.model_dump_json()``, UTF-8) against
+  ``APPEVENTS_MAX_EVENT_BYTES``.
+* On assignment (``event.event_type = ...``, ``metadata.tenant_id = ...``): the assigned field's rule, and for an
+  :class:`Event` the size cap again; a refused assignment leaves the model as it was.
+* Reading back (``model_validate_json(..., context={STORED_EVENT_CONTEXT: True})``): every rule except the size
+  cap, so an event published under a larger cap stays readable.
+
+Not validated: in-place changes to mutable values (``event.data["k"] = ...``), assignments to the fields of an
+event's ``metadata`` against the event's size cap (the metadata does not know its event), and enrichment, which
+writes metadata fields into ``__dict__`` directly (values from typed sources, on the caller's path).
 """
 
 from __future__ import annotations
@@ -12,10 +23,19 @@ from __future__ import annotations
 import re
 import uuid
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from appevents import _runtime
 
@@ -31,6 +51,7 @@ __all__ = [
 ]
 
 #: ``domain.action`` shape: lowercase words joined by dots (``order.received``, ``data_quality.alert``).
+#: Match it against the whole string (``re.fullmatch``): with ``re.match``, ``$`` also accepts a trailing newline.
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
 MAX_EVENT_TYPE_LENGTH = 255
 #: Validation context key marking an event read back from a log record or a store (the size cap is not re-applied).
@@ -71,9 +92,12 @@ class EventTypes(StrEnum):
 
 
 class EventMetadata(BaseModel):
-    """Context attached to an event. Every field is optional: enrichment fills the gaps, never overwrites."""
+    """Context attached to an event. Every field is optional: enrichment fills the gaps, never overwrites.
 
-    model_config = ConfigDict(extra="forbid")
+    Fields are validated at construction and on assignment. Enrichment writes ``__dict__`` directly on purpose.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     application_name: str | None = None
     #: Unix time in seconds, as the seed defines it.
@@ -98,11 +122,13 @@ class Event(BaseModel):
     """One application event.
 
     ``event_type`` is a ``domain.action`` name; ``data`` is a JSON object (string keys, finite numbers, no bytes,
-    no arbitrary objects, no cycles) whose encoded size is capped by ``APPEVENTS_MAX_EVENT_BYTES``.
+    no arbitrary objects, no cycles). The whole event encoded as JSON is capped by ``APPEVENTS_MAX_EVENT_BYTES``.
+    Checked at construction and on assignment (a refused assignment changes nothing); events read back with
+    :data:`STORED_EVENT_CONTEXT` skip the size cap.
     ``Event.model_validate_json(event.model_dump_json())`` round-trips exactly.
     """
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
 
     event_type: Annotated[str, Field(max_length=MAX_EVENT_TYPE_LENGTH)]
     event_name: str | None = None
@@ -114,7 +140,7 @@ class Event(BaseModel):
     @field_validator("event_type")
     @classmethod
     def _event_type_shape(cls, value: str) -> str:
-        if not _EVENT_TYPE_RE.match(value):
+        if not _EVENT_TYPE_RE.fullmatch(value):
             raise ValueError(
                 f"event_type {value!r} must look like 'domain.action': lowercase letters, digits and '_', "
                 "words joined by '.', starting with a letter (e.g. 'order.received')"
@@ -129,16 +155,41 @@ class Event(BaseModel):
         except ValueError:
             raise ValueError(f"event_id {value!r} must be a UUID string") from None
 
-    @field_validator("data")
-    @classmethod
-    def _data_size_capped(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    @model_validator(mode="after")
+    def _size_capped(self, info: ValidationInfo) -> Self:
         if info.context is not None and info.context.get(STORED_EVENT_CONTEXT):
-            return value  # checked when it was built; a stored event is read back whatever the cap is now
+            return self  # checked when it was built; a stored event is read back whatever the cap is now
+        # One serialization, as publishing encodes it (store.py uses the same serializer, default arguments).
+        size = len(self.__pydantic_serializer__.to_json(self))
         limit = _runtime.max_event_bytes()
-        size = len(pydantic_core.to_json(value))
         if size > limit:
+            field, field_size = self._largest_field()
             raise ValueError(
-                f"data encodes to {size} bytes, over the limit of {limit} bytes "
-                "(raise APPEVENTS_MAX_EVENT_BYTES or publish a reference to the payload instead)"
+                f"the event encodes to {size} bytes, over the limit of {limit} bytes "
+                f"(largest field: {field}, {field_size} bytes); raise APPEVENTS_MAX_EVENT_BYTES or publish a "
+                "reference to the payload instead"
             )
-        return value
+        return self
+
+    def _largest_field(self) -> tuple[str, int]:
+        """The field (``metadata.<name>`` within the metadata) contributing most to the encoded size."""
+        encoded = self.model_dump(mode="json")
+        parts = {name: value for name, value in encoded.items() if name != "metadata"}
+        parts.update({f"metadata.{name}": value for name, value in encoded["metadata"].items()})
+        sizes = {name: len(pydantic_core.to_json(value)) for name, value in parts.items()}
+        largest = max(sizes, key=sizes.__getitem__)
+        return largest, sizes[largest]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # pydantic applies an assignment before running model validators and keeps it when one fails
+        # (pydantic#7105): put the previous state back so a refused assignment changes nothing.
+        previous = self.__dict__.copy()
+        was_set = name in self.__pydantic_fields_set__
+        try:
+            super().__setattr__(name, value)
+        except ValidationError:
+            self.__dict__.clear()
+            self.__dict__.update(previous)
+            if not was_set:
+                self.__pydantic_fields_set__.discard(name)
+            raise

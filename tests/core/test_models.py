@@ -1,19 +1,25 @@
-"""Event validation: good seed events pass unchanged, bad input fails at construction naming the field."""
+"""Event validation: good seed events pass unchanged, bad input fails at construction or assignment naming the field.
+
+The size cap applies to the whole encoded event, not only ``data``; events read back from a store are not re-capped.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import uuid
+from collections.abc import Iterator
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from appevents import ApplicationEventNames, Event, EventMetadata, configure
+from appevents import ApplicationEventNames, Event, EventMetadata, _runtime, configure
 from appevents.demo import seed_example_events
-from appevents.settings import AppEventsSettings
+from appevents.enrichment import enrich
+from appevents.models import STORED_EVENT_CONTEXT
+from appevents.settings import DEFAULT_MAX_EVENT_BYTES, AppEventsSettings
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
 json_values = st.recursive(
@@ -23,8 +29,29 @@ json_values = st.recursive(
 )
 
 
+FIVE_MIB = 5 * 1024 * 1024
+
+
 def _error_locations(exc: ValidationError) -> list[tuple[object, ...]]:
     return [tuple(err["loc"]) for err in exc.errors()]
+
+
+def _encoded_size(event: Event) -> int:
+    return len(event.model_dump_json().encode())
+
+
+@pytest.fixture
+def small_cap() -> Iterator[int]:
+    _runtime.set_max_event_bytes(2000)
+    yield 2000
+    _runtime.set_max_event_bytes(None)
+
+
+@pytest.fixture
+def default_cap() -> Iterator[int]:
+    _runtime.set_max_event_bytes(DEFAULT_MAX_EVENT_BYTES)
+    yield DEFAULT_MAX_EVENT_BYTES
+    _runtime.set_max_event_bytes(None)
 
 
 SEED_EXAMPLES = [  # the seed's documentation, verbatim
@@ -106,11 +133,107 @@ def test_cyclic_data_is_rejected() -> None:
 
 def test_data_over_the_size_cap_is_rejected_with_the_limit_in_the_message() -> None:
     configure(AppEventsSettings(exporters=[], max_event_bytes=1024))
-    Event(event_type="data.processed", data={"blob": "x" * 900})
+    Event(event_type="data.processed", data={"blob": "x" * 500})
     with pytest.raises(ValidationError) as info:
         Event(event_type="data.processed", data={"blob": "x" * 2000})
     message = str(info.value)
     assert "data" in message and "1024" in message and "APPEVENTS_MAX_EVENT_BYTES" in message
+
+
+def test_the_cap_counts_the_whole_event_not_only_its_data(small_cap: int) -> None:
+    data = {"blob": "x" * 1000}
+    Event(event_type="data.processed", data=data)  # data alone is under the cap...
+    with pytest.raises(ValidationError):  # ...but not with an event name as large
+        Event(event_type="data.processed", event_name="n" * 1000, data=data)
+
+
+def test_an_event_exactly_at_the_cap_is_accepted_and_one_byte_more_is_refused(small_cap: int) -> None:
+    room = small_cap - _encoded_size(Event(event_type="a.b", event_name=""))
+    assert _encoded_size(Event(event_type="a.b", event_name="x" * room)) == small_cap
+    with pytest.raises(ValidationError, match=f"{small_cap + 1} bytes"):
+        Event(event_type="a.b", event_name="x" * (room + 1))
+
+
+def test_oversize_event_name_is_refused_at_construction(default_cap: int) -> None:
+    with pytest.raises(ValidationError) as info:
+        Event(event_type="a.b", event_name="x" * FIVE_MIB)
+    message = str(info.value)
+    size = _encoded_size(
+        Event.model_validate({"event_type": "a.b", "event_name": "x" * FIVE_MIB}, context={STORED_EVENT_CONTEXT: True})
+    )
+    assert f"encodes to {size} bytes" in message
+    assert f"limit of {default_cap} bytes" in message
+    assert "largest field: event_name" in message
+    assert "raise APPEVENTS_MAX_EVENT_BYTES or publish a reference" in message
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["model", "dict"])
+def test_oversize_metadata_field_is_refused(default_cap: int, as_dict: bool) -> None:
+    fields = {"application_name": "x" * FIVE_MIB}
+    metadata = fields if as_dict else EventMetadata(**fields)
+    with pytest.raises(ValidationError) as info:
+        Event(event_type="a.b", metadata=metadata)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "largest field: metadata.application_name" in message and str(default_cap) in message
+
+
+def test_assignment_that_makes_the_event_too_large_is_refused(small_cap: int) -> None:
+    event = Event(event_type="a.b", event_name="small", data={"k": 1})
+    before, fields_set = event.model_dump(), set(event.model_fields_set)
+    for field, value in [
+        ("event_name", "x" * small_cap),
+        ("data", {"blob": "x" * small_cap}),
+        ("metadata", EventMetadata(workflow_id="x" * small_cap)),
+    ]:
+        with pytest.raises(ValidationError, match="APPEVENTS_MAX_EVENT_BYTES"):
+            setattr(event, field, value)
+        assert event.model_dump() == before, f"the refused {field} assignment changed the event"
+        assert event.model_fields_set == fields_set
+    event.event_name = "still assignable"
+    assert event.event_name == "still assignable" and _encoded_size(event) <= small_cap
+
+
+def test_stored_event_over_the_current_cap_is_read_back() -> None:
+    _runtime.set_max_event_bytes(100_000)
+    stored = Event(event_type="a.b", event_name="n" * 5000, data={"blob": "x" * 5000}).model_dump_json()
+    _runtime.set_max_event_bytes(1000)
+    try:
+        read_back = Event.model_validate_json(stored, context={STORED_EVENT_CONTEXT: True})
+        assert read_back.model_dump_json() == stored
+        with pytest.raises(ValidationError, match="limit of 1000 bytes"):
+            Event.model_validate_json(stored)  # without the context it is a new event, and capped
+    finally:
+        _runtime.set_max_event_bytes(None)
+
+
+# Strings of any length up to several times the small cap: a short piece (escapes, multi-byte characters)
+# repeated, so the encoded size in bytes differs from the length in characters.
+long_texts = st.builds(lambda piece, times: piece * times, st.text(min_size=1, max_size=4), st.integers(0, 600))
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # the fixture only sets the cap
+@given(
+    event_name=st.none() | st.text() | long_texts,
+    data=st.dictionaries(st.text(max_size=12), json_values | long_texts, max_size=4),
+    application_name=st.none() | long_texts,
+)
+def test_an_event_is_built_if_and_only_if_it_encodes_within_the_cap(
+    small_cap: int, event_name: str | None, data: dict[str, object], application_name: str | None
+) -> None:
+    fields = {
+        "event_type": "data.processed",
+        "event_name": event_name,
+        "data": data,
+        "metadata": {"application_name": application_name},
+    }
+    uncapped = _encoded_size(Event.model_validate(fields, context={STORED_EVENT_CONTEXT: True}))
+    try:
+        event = Event(**fields)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        assert uncapped > small_cap, f"refused an event of {uncapped} bytes: {exc}"
+        assert f"limit of {small_cap} bytes" in str(exc)
+    else:
+        assert _encoded_size(event) == uncapped <= small_cap
 
 
 @given(
@@ -131,6 +254,16 @@ def test_event_types_that_are_not_domain_action_are_rejected(event_type: str) ->
 @given(st.from_regex(r"\A[a-z][a-z0-9_]{0,20}(\.[a-z0-9_]{1,20}){0,3}\Z"))
 def test_domain_action_event_types_are_accepted(event_type: str) -> None:
     assert Event(event_type=event_type).event_type == event_type
+
+
+@given(
+    event_type=st.from_regex(r"\A[a-z][a-z0-9_]{0,20}(\.[a-z0-9_]{1,20}){0,3}\Z"), end=st.sampled_from(["\n", "\r\n"])
+)
+def test_event_type_with_trailing_newline_is_refused(event_type: str, end: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Event(event_type=event_type + end)
+    assert _error_locations(info.value) == [("event_type",)]
+    assert "domain.action" in str(info.value)
 
 
 def test_event_type_longer_than_255_is_rejected() -> None:
@@ -155,3 +288,42 @@ def test_unknown_fields_are_rejected_rather_than_dropped() -> None:
         Event(event_type="a.b", payload={})  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
         EventMetadata(workflowid="x")  # type: ignore[call-arg]
+
+
+def test_assignment_of_a_bad_event_type_is_refused() -> None:
+    bad = Event(event_type="a.b")
+    with pytest.raises(ValidationError) as info:
+        bad.event_type = "Bad Type"
+    assert _error_locations(info.value) == [("event_type",)]
+    assert "domain.action" in str(info.value)
+    assert bad.event_type == "a.b"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("event_id", "not-a-uuid"), ("data", {"value": float("nan")}), ("metadata", {"workflowid": "x"})],
+)
+def test_assignment_of_any_bad_field_is_refused(field: str, value: object) -> None:
+    event = Event(event_type="a.b")
+    before = event.model_dump()
+    with pytest.raises(ValidationError) as info:
+        setattr(event, field, value)
+    assert _error_locations(info.value)[0][0] == field
+    assert event.model_dump() == before
+
+
+def test_assignment_to_a_metadata_field_is_validated() -> None:
+    metadata = Event(event_type="a.b").metadata
+    with pytest.raises(ValidationError) as info:
+        metadata.attempt = "first"  # type: ignore[assignment]
+    assert _error_locations(info.value) == [("attempt",)]
+    metadata.attempt = 2
+    assert metadata.attempt == 2
+
+
+def test_enrichment_still_fills_metadata_without_assignment_validation() -> None:
+    event = Event(event_type="order.received", metadata=EventMetadata(tenant_id="caller"))
+    enrich(event, AppEventsSettings(exporters=[], application_name="orders", tenant_id="settings"))
+    assert event.metadata.application_name == "orders"
+    assert event.metadata.tenant_id == "caller"  # filled gaps only
+    assert {"application_name", "topic_name"} <= event.metadata.model_fields_set
