@@ -4,20 +4,23 @@ providers."""
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import grpc
 import pytest
 
-from appevents import Event, EventMetadata, EventStore
+from appevents import Event, EventMetadata
+from appevents.exporting import EncodedEvent
 from appevents.records import TOPIC_ATTRIBUTE, record_attributes
 from appevents_exporter_dapr import DaprExporter, DaprExporterSettings
 from appevents_exporter_dapr.failures import (
+    EntryRefused,
     Failure,
     backoff_delay,
     classify_entry_error,
     classify_error,
     failure_cause,
+    failure_reason,
 )
 from support.dapr_sidecar import DaprSidecar, HttpReceiver
 
@@ -39,6 +42,7 @@ class FakeRpcError(grpc.RpcError):
         (FakeRpcError(grpc.StatusCode.UNAVAILABLE), Failure.TRANSIENT),
         (FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED), Failure.TRANSIENT),
         (FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED), Failure.TRANSIENT),
+        (FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit exceeded, try again"), Failure.TRANSIENT),
         (FakeRpcError(grpc.StatusCode.ABORTED), Failure.TRANSIENT),
         (FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "bad"), Failure.PERMANENT),
         (
@@ -58,6 +62,42 @@ class FakeRpcError(grpc.RpcError):
 )
 def test_errors_are_classified_like_daprd_reports_them(error: BaseException, expected: Failure) -> None:
     assert classify_error(error) is expected
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        "grpc: received message larger than max (5242966 vs. 4194304)",  # daprd (Go)
+        "SERVER: Received message larger than max (200024 vs. 100000)",  # a C-core server (the stand-in)
+        "CLIENT: Sent message larger than max (2023 vs. 1000)",  # our own client's send limit
+    ],
+)
+def test_a_message_over_the_grpc_size_limit_is_too_large_not_throttling(details: str) -> None:
+    assert classify_error(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, details)) is Failure.TOO_LARGE
+    # The same words under another code are not a size limit.
+    assert classify_error(FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, details)) is Failure.PERMANENT
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "reason"),
+    [
+        (
+            Failure.PERMANENT,
+            FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "bad event 1 (x=123)"),
+            "refused:INVALID_ARGUMENT",
+        ),
+        (Failure.PERMANENT, FakeRpcError(grpc.StatusCode.INTERNAL, "received status code 500"), "refused:INTERNAL"),
+        (Failure.TOO_LARGE, FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max (9 vs. 8)"), "too_large"),
+        (Failure.MISSING_COMPONENT, None, "no_component"),
+        (Failure.UNAUTHORIZED, FakeRpcError(grpc.StatusCode.INTERNAL, "received status code 401"), "unauthorized"),
+        (Failure.PERMANENT, EntryRefused("kafka server: Message was too large (topic orders-7)"), "refused:entry"),
+        (Failure.PERMANENT, ValueError("no gRPC answer"), "error:ValueError"),
+    ],
+)
+def test_outcome_reasons_are_short_bounded_keys_never_the_details(
+    kind: Failure, error: BaseException | None, reason: str
+) -> None:
+    assert failure_reason(kind, error) == reason
 
 
 @pytest.mark.parametrize(
@@ -115,15 +155,30 @@ def test_the_topic_travels_as_a_record_attribute_and_data_keys_cannot_spoof_it()
     tricky = Event(event_type="a.b", data={"topic_name": "from-data"}, metadata=EventMetadata(topic_name='t"quoted'))
     assert record_attributes(tricky)[TOPIC_ATTRIBUTE] == 't"quoted'
     assert TOPIC_ATTRIBUTE not in record_attributes(Event(event_type="a.b", data={"topic_name": "x"}))
-    # Records without the attribute (another producer) fall back to parsing the event.
+    # A record naming no event type (not emitted by appevents) falls back to parsing the event.
     exporter = DaprExporter()
     assert exporter._topic_of(tricky.model_dump_json()) == 't"quoted'
     assert exporter._topic_of(Event(event_type="a.b", data={"topic_name": "x"}).model_dump_json()) == "a.b"
 
 
+def test_the_pubsub_topic_comes_from_the_encoded_event_without_parsing_its_json() -> None:
+    def encoded(event: Event) -> EncodedEvent:
+        # A body that is not JSON at all: routing must not look inside it.
+        return EncodedEvent(event.event_id, event.event_type, b"<opaque>", record_attributes(event), 0)
+
+    exporter = DaprExporter(DaprExporterSettings(mode="pubsub"), header_provider=None)
+    with_default = DaprExporter(DaprExporterSettings(mode="pubsub", default_topic="all-events"), header_provider=None)
+    routed = encoded(Event(event_type="a.b", metadata=EventMetadata(topic_name="orders")))
+    unrouted = encoded(Event(event_type="a.b", data={"topic_name": "x"}))
+
+    assert exporter._topic(routed) == with_default._topic(routed) == "orders"
+    assert exporter._topic(unrouted) == "a.b"
+    assert with_default._topic(unrouted) == "all-events"
+
+
 @pytest.mark.timeout(30)
 def test_a_custom_header_provider_supplies_the_authorization_header(
-    sidecar: DaprSidecar, receiver: HttpReceiver, dapr_env
+    sidecar: DaprSidecar, receiver: HttpReceiver, dapr_env: Callable[..., None]
 ) -> None:
     class FromSecretStore:
         def headers(self) -> Mapping[str, str]:
@@ -131,12 +186,14 @@ def test_a_custom_header_provider_supplies_the_authorization_header(
 
     sidecar.register("eventstore", "bindings.http", receiver.url)
     dapr_env(sidecar)
-    from appevents import AppEventsSettings, configure
-
-    configure(AppEventsSettings(exporters=[]), exporters={"dapr": DaprExporter(header_provider=FromSecretStore())})
+    event = Event(event_type="order.received")
+    exporter = DaprExporter(header_provider=FromSecretStore())
     try:
-        EventStore.publish(Event(event_type="order.received"))
-        assert EventStore.flush_sync(20)
+        body = event.model_dump_json().encode()
+        outcome = exporter.export_events(
+            [EncodedEvent(event.event_id, event.event_type, body, record_attributes(event), 0)]
+        )
     finally:
-        EventStore.shutdown()
+        exporter.shutdown()
+    assert (outcome.failed, outcome.dropped, outcome.retry) == ([], [], [])
     assert [r.headers["Authorization"] for r in receiver.requests] == ["Bearer from-secret-store"]

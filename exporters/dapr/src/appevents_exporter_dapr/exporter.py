@@ -1,20 +1,21 @@
-"""``DaprExporter``: an OpenTelemetry log exporter that delivers appevents events to a Dapr sidecar.
+"""``DaprExporter``: delivers appevents events to a Dapr sidecar, from the exporter's own thread.
 
-It runs on the delivery worker thread (``appevents.delivery.DeliveryProcessor`` or OTel's batch processor),
-never on the caller's path. One ``export(batch)`` call:
+It implements the engine's encoded path, :class:`~appevents.exporting.EventExporter`; its OpenTelemetry ``export``
+(``OTEL_LOGS_EXPORTER=appevents_dapr``) is a thin adapter over it. One ``export_events(batch)`` call:
 
-1. takes the event JSON of each record (records that are not appevents events are ignored);
-2. makes sure the sidecar answers and has the component (``get_metadata()`` once, cached; re-asked with
-   backoff while missing — events meanwhile are skipped and counted, with one warning);
-3. gets the auth headers (one shared token) — binding modes only; without them nothing is sent;
-4. sends, per mode: ``binding`` — one ``invoke_binding`` per event, up to ``max_in_flight`` at once;
-   ``batch`` — one ``invoke_binding`` per JSON array chunk; ``pubsub`` — ``publish_events`` per topic;
-5. retries what failed transiently with jittered exponential backoff, within ``retry_max_elapsed_s``;
-   a permanent failure is counted and logged once per cause, and never holds back the other events. An HTTP 401
-   from the endpoint behind the binding (a revoked or rotated token) drops the cached token and is retried like a
-   transient failure, when the header provider can refresh (:class:`~appevents.auth.RefreshableHeaderProvider`).
+1. makes sure the sidecar answers and has the component (``get_metadata()`` once, cached; re-asked with backoff
+   while missing — events meanwhile are dropped as ``no_component``, with one warning);
+2. gets the auth headers (one shared token) — binding modes only; without them nothing is sent;
+3. sends each event's JSON as it is (never parsed), per mode: ``binding`` — one ``invoke_binding`` per event, up
+   to ``max_in_flight`` at once; ``batch`` — one per JSON array chunk; ``pubsub`` — ``publish_events`` per topic;
+4. retries transient failures with jittered exponential backoff within ``retry_max_elapsed_s``; what is still
+   unsettled then, or when ``shutdown()`` is called, is returned as ``retry``. A permanent refusal fails that event
+   only (``refused:<gRPC code>``, ``too_large``, ``unauthorized``), logged once per cause; a refused JSON array,
+   or a bulk publish too large for the sidecar, is halved until the culprit is alone. An HTTP 401 from the
+   endpoint behind the binding drops the cached token and is retried, when the header provider can refresh.
 
-``export`` never raises. Counters: :meth:`DaprExporter.stats`.
+``export_events`` answers per event (:class:`~appevents.exporting.ExportOutcome`) and never raises; counters:
+:meth:`DaprExporter.stats`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Literal
 
+import grpc
 from dapr.clients import DaprClient
 from dapr.clients.grpc._request import BulkPublishEntry
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -35,9 +37,11 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 
 from appevents.auth import AuthError, HeaderProvider, RefreshableHeaderProvider, header_provider_from_settings
 from appevents.delivery import LogOnce
-from appevents.records import EVENT_ID_ATTRIBUTE, TOPIC_ATTRIBUTE, event_json_from_record
+from appevents.exporting import EncodedEvent, ExportOutcome
+from appevents.records import encoded_from_record
 from appevents.settings import AppEventsSettings
 from appevents_exporter_dapr.failures import (
+    EntryRefused,
     Failure,
     backoff_delay,
     classify_entry_error,
@@ -45,6 +49,7 @@ from appevents_exporter_dapr.failures import (
     error_code,
     error_details,
     failure_cause,
+    failure_reason,
 )
 from appevents_exporter_dapr.settings import DaprExporterSettings, DaprMode
 from appevents_exporter_dapr.sidecar import Sidecar, SidecarNotReady
@@ -56,18 +61,24 @@ _logger = logging.getLogger("appevents.dapr")
 _CONTENT_TYPE = "application/json"
 #: Entries per bulk publish request.
 _PUBSUB_CHUNK = 128
+_THREAD_PREFIX = "appevents-dapr"
+_RETURNED = "returned to the engine (kept in the spool when one is configured, otherwise counted as failed)"
+
+#: One request to the sidecar carrying ``chunk``; returns the events it refused one by one, with the error text.
+_Send = Callable[[list[EncodedEvent]], list[tuple[EncodedEvent, str]]]
 
 
 @dataclass(frozen=True)
 class DaprExporterStats:
-    """Counters of one :class:`DaprExporter` (monotonic, in events unless named otherwise)."""
+    """Counters of one :class:`DaprExporter` (monotonic, in events unless named otherwise). ``delivered``,
+    ``failed``, ``skipped_no_component`` and ``returned`` add up to the events ``export_events`` answered for."""
 
     delivered: int
     #: Event sends repeated after a transient failure (one event retried three times counts three).
     retried: int
-    #: Given up: permanent errors, and transient ones past ``retry_max_elapsed_s``.
+    #: Refused for good (the outcome's ``failed``): permanent errors, never retried.
     failed: int
-    #: Not sent because the sidecar does not have the component.
+    #: Not sent because the sidecar does not have the component (the outcome's ``dropped``).
     skipped_no_component: int
     #: Times no auth headers could be had (token endpoint down or rejecting the credentials).
     auth_failures: int
@@ -78,25 +89,24 @@ class DaprExporterStats:
     calls: int
     #: Log records that carried no appevents event (the exporter shares a LoggerProvider).
     ignored_records: int
+    #: Returned unsettled (the outcome's ``retry``): still failing transiently when ``retry_max_elapsed_s`` ran
+    #: out, or when ``shutdown()`` was called. The engine may offer the same events again.
+    returned: int = 0
 
 
 @dataclass(slots=True)
-class _Item:
-    event_id: str
-    #: The event JSON, UTF-8 encoded: what goes on the wire, and what batch sizes are measured in.
-    data: bytes
-    topic: str | None
+class _Run:
+    """One ``export_events`` call: what is answered so far, and what is not settled yet."""
 
-
-class _EntryRejected(Exception):
-    """A bulk publish entry the sidecar reported as failed (the broker's error text)."""
+    pending: list[EncodedEvent]
+    outcome: ExportOutcome = field(default_factory=ExportOutcome)
 
 
 @dataclass(slots=True)
-class _Outcome:
-    """What one attempt did with the items it was given."""
+class _Attempt:
+    """What one attempt left to retry, and the last error seen."""
 
-    retry: list[_Item]
+    retry: list[EncodedEvent]
     failure: BaseException | None = None
 
 
@@ -127,11 +137,14 @@ class DaprExporter(LogRecordExporter):
         kind = "pubsub" if self.mode is DaprMode.PUBSUB else "binding"
         self._sidecar = Sidecar(self.settings, self.settings.component_name(core), kind, self._log_once)
         self._pool: ThreadPoolExecutor | None = None
+        #: Guards the pool against ``shutdown()`` from another thread: nothing is submitted once stopping.
+        self._pool_lock = threading.Lock()
         self._stopping = threading.Event()
         self._delivered = 0
         self._retried = 0
         self._failed = 0
         self._skipped = 0
+        self._returned = 0
         self._auth_failures = 0
         self._unauthorized = 0
         self._calls = 0
@@ -141,43 +154,44 @@ class DaprExporter(LogRecordExporter):
         target = self.pubsub if self.mode is DaprMode.PUBSUB else f"{self.binding}/{self.operation}"
         return f"DaprExporter(mode={self.mode.value!r}, target={target!r}, auth={self._header_provider!r})"
 
+    # -- EventExporter -------------------------------------------------------------------------------------------
+    def export_events(self, batch: Sequence[EncodedEvent]) -> ExportOutcome:
+        """Send ``batch``; returns what became of each event (delivered: not listed). Never raises."""
+        run = _Run(list(batch))
+        if not run.pending:
+            return run.outcome
+        try:
+            self._deliver(run)
+        except Exception as exc:  # a bug here must cost events, never the engine's thread
+            self._fail_after_bug(run, exc)
+        return run.outcome
+
     # -- LogRecordExporter ---------------------------------------------------------------------------------------
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        items: list[_Item] = []
+        events: list[EncodedEvent] = []
         for record in batch:
-            body = event_json_from_record(record)
-            if body is None:
+            event = encoded_from_record(record)
+            if event is None:
                 self._ignored += 1
-                continue
-            attributes = record.log_record.attributes or {}
-            topic = attributes.get(TOPIC_ATTRIBUTE)
-            items.append(_Item(str(attributes[EVENT_ID_ATTRIBUTE]), body.encode(), str(topic) if topic else None))
-        if not items:
-            return LogRecordExportResult.SUCCESS
-        failed_before, skipped_before = self._failed, self._skipped
-        try:
-            self._deliver(items)
-        except Exception as exc:  # a bug here must cost events, never the worker thread
-            self._failed += len(items)
-            self._log_once(
-                f"bug:{type(exc).__name__}",
-                logging.ERROR,
-                "appevents: Dapr exporter error %s: %s; the batch is counted as failed",
-                type(exc).__name__,
-                exc,
-            )
-        if self._failed == failed_before and self._skipped == skipped_before:
-            return LogRecordExportResult.SUCCESS
-        return LogRecordExportResult.FAILURE
+            else:
+                events.append(event)
+        outcome = self.export_events(events)
+        if outcome.failed or outcome.dropped or outcome.retry:
+            return LogRecordExportResult.FAILURE
+        return LogRecordExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True  # export() returns only once its batch is settled: nothing is held back here
 
     def shutdown(self) -> None:
-        self._stopping.set()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        self._sidecar.close()
+        """Stop: an ``export_events`` running on another thread returns promptly (its unsettled events as
+        ``retry``), and every thread this exporter started has ended when this returns. Idempotent."""
+        with self._pool_lock:
+            self._stopping.set()
+            pool, self._pool = self._pool, None
+        self._sidecar.close()  # first: calls in flight end now (CANCELLED) instead of at their deadline
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def stats(self) -> DaprExporterStats:
         return DaprExporterStats(
@@ -189,54 +203,86 @@ class DaprExporter(LogRecordExporter):
             unauthorized=self._unauthorized,
             calls=self._calls,
             ignored_records=self._ignored,
+            returned=self._returned,
         )
 
     # -- delivery ------------------------------------------------------------------------------------------------
-    def _deliver(self, items: list[_Item]) -> None:
+    def _deliver(self, run: _Run) -> None:
         settings = self.settings
-        deadline = time.monotonic() + settings.retry_max_elapsed_s
-        pending = items
+        started = time.monotonic()
+        deadline = started + settings.retry_max_elapsed_s
+        failure: BaseException | None = None
         attempt = 0
-        while pending:
-            outcome = self._attempt(pending)
-            pending = outcome.retry
-            if not pending:
+        while not self._stopping.is_set():
+            result = self._attempt(run.pending, run.outcome)
+            run.pending, failure = result.retry, result.failure
+            if not run.pending:
                 return
-            if self._stopping.is_set() or time.monotonic() >= deadline:
-                self._give_up(pending, outcome.failure)
-                return
+            if time.monotonic() >= deadline:
+                break
             delay = backoff_delay(attempt, settings.retry_initial_backoff_s, settings.retry_max_backoff_s)
-            delay = min(delay, max(0.0, deadline - time.monotonic()))
-            if self._stopping.wait(delay):
-                self._give_up(pending, outcome.failure)
-                return
+            if self._stopping.wait(min(delay, max(0.0, deadline - time.monotonic()))):
+                break
             attempt += 1
-            self._retried += len(pending)
+            self._retried += len(run.pending)
+        self._return_unsettled(run, failure, time.monotonic() - started)
 
-    def _give_up(self, pending: list[_Item], failure: BaseException | None) -> None:
-        self._failed += len(pending)
-        reason = _describe(failure)
+    def _return_unsettled(self, run: _Run, failure: BaseException | None, elapsed_s: float) -> None:
+        pending = run.pending
+        self._returned += len(pending)
+        run.outcome.retry.extend(pending)
+        last_error = _describe(failure)
+        if self._stopping.is_set():
+            run.outcome.retry_reason = "exporter shut down" + (f" (last error: {last_error})" if failure else "")
+            self._log_once(
+                "shutdown-unsettled",
+                logging.WARNING,
+                "appevents: the Dapr exporter was shut down with %d event(s) not delivered yet (last error: %s); "
+                "they are " + _RETURNED,
+                len(pending),
+                last_error,
+            )
+            return
+        run.outcome.retry_reason = last_error
         self._log_once(
             f"gave-up:{failure_cause(Failure.TRANSIENT, failure)}",
             logging.ERROR,
-            "appevents: %d event(s) not delivered to Dapr after retrying for up to %.0f s (last error: %s); "
-            "counted as failed (further occurrences are counted, not logged)",
+            "appevents: %d event(s) not delivered to Dapr after retrying for %.1f s (retry window "
+            "retry_max_elapsed_s=%g s; last error: %s); they are " + _RETURNED + " (further occurrences are "
+            "counted, not logged)",
             len(pending),
+            elapsed_s,
             self.settings.retry_max_elapsed_s,
-            reason,
+            last_error,
         )
 
-    def _attempt(self, items: list[_Item]) -> _Outcome:
+    def _fail_after_bug(self, run: _Run, exc: Exception) -> None:
+        outcome = run.outcome
+        answered = {id(e) for e, _ in outcome.failed} | {id(e) for e, _ in outcome.dropped}
+        answered |= {id(e) for e in outcome.retry}
+        unanswered = [e for e in run.pending if id(e) not in answered]
+        reason = f"bug:{type(exc).__name__}"
+        self._failed += len(unanswered)
+        outcome.failed += [(e, reason) for e in unanswered]
+        self._log_once(
+            reason,
+            logging.ERROR,
+            "appevents: Dapr exporter error %s: %s; the events not settled yet are counted as failed",
+            type(exc).__name__,
+            exc,
+        )
+
+    def _attempt(self, events: list[EncodedEvent], outcome: ExportOutcome) -> _Attempt:
         sidecar = self._sidecar
         try:
             if not sidecar.component_registered():
-                self._skipped += len(items)
-                return _Outcome([])
+                self._drop(events, outcome)
+                return _Attempt([])
             client = sidecar.client()
         except SidecarNotReady as exc:
-            return _Outcome(items, exc)
+            return _Attempt(events, exc)
         if self.mode is DaprMode.PUBSUB:
-            return self._publish(client, items)
+            return self._publish(client, events, outcome)
         try:
             metadata = self._binding_metadata()
         except AuthError as exc:
@@ -247,10 +293,10 @@ class DaprExporter(LogRecordExporter):
                 "appevents: no auth token for the Dapr binding, events wait and are retried: %s",
                 exc,
             )
-            return _Outcome(items, exc)
+            return _Attempt(events, exc)
         if self.mode is DaprMode.BATCH:
-            return self._invoke_batches(client, items, metadata)
-        return self._invoke_each(client, items, metadata)
+            return self._invoke_batches(client, events, metadata, outcome)
+        return self._invoke_each(client, events, metadata, outcome)
 
     def _binding_metadata(self) -> dict[str, str]:
         metadata = {"Content-Type": _CONTENT_TYPE, **self._static_metadata}
@@ -258,135 +304,146 @@ class DaprExporter(LogRecordExporter):
             metadata.update(self._header_provider.headers())
         return metadata
 
-    def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.settings.max_in_flight, thread_name_prefix="appevents-dapr")
-        return self._pool
-
     # -- binding: one call per event -----------------------------------------------------------------------------
-    def _invoke_each(self, client: DaprClient, items: list[_Item], metadata: dict[str, str]) -> _Outcome:
-        def send(data: bytes) -> None:
-            client.invoke_binding(self.binding, self.operation, data, metadata)
+    def _invoke_each(
+        self, client: DaprClient, events: list[EncodedEvent], metadata: dict[str, str], outcome: ExportOutcome
+    ) -> _Attempt:
+        def send(chunk: list[EncodedEvent]) -> list[tuple[EncodedEvent, str]]:
+            client.invoke_binding(self.binding, self.operation, chunk[0].body, metadata)
+            return []
 
-        pool = self._executor()
-        futures = [pool.submit(send, item.data) for item in items]
-        self._calls += len(items)
-        return self._settle(list(zip(futures, ([item] for item in items), strict=True)))
+        return self._send(send, [[event] for event in events], outcome, halve=frozenset())
 
     # -- batch: one call per JSON array --------------------------------------------------------------------------
-    def _invoke_batches(self, client: DaprClient, items: list[_Item], metadata: dict[str, str]) -> _Outcome:
-        pool = self._executor()
+    def _invoke_batches(
+        self, client: DaprClient, events: list[EncodedEvent], metadata: dict[str, str], outcome: ExportOutcome
+    ) -> _Attempt:
+        def send(chunk: list[EncodedEvent]) -> list[tuple[EncodedEvent, str]]:
+            data = b"[" + b",".join(e.body for e in chunk) + b"]"
+            client.invoke_binding(self.binding, self.operation, data, metadata)
+            return []
 
-        def send(chunk: list[_Item]) -> None:
-            client.invoke_binding(
-                self.binding, self.operation, b"[" + b",".join(i.data for i in chunk) + b"]", metadata
-            )
-
-        retry: list[_Item] = []
-        last_failure: BaseException | None = None
-        chunks = _chunk_by_bytes(items, self.settings.batch_max_bytes)
-        while chunks:
-            futures = [(pool.submit(send, chunk), chunk) for chunk in chunks]
-            self._calls += len(chunks)
-            chunks = []
-            for future, chunk in futures:
-                exc = future.exception()
-                if exc is None:
-                    self._delivered += len(chunk)
-                    continue
-                last_failure = exc
-                kind = classify_error(exc)
-                if kind is Failure.PERMANENT and len(chunk) > 1:
-                    # Find the bad event(s) by halving: the rest of the chunk still goes through.
-                    middle = len(chunk) // 2
-                    chunks += [chunk[:middle], chunk[middle:]]
-                    continue
-                retry += self._handle_failure(exc, kind, chunk)
-        return _Outcome(retry, last_failure)
+        chunks = _chunk_by_bytes(events, self.settings.batch_max_bytes)
+        # A refused array is halved to find the bad event(s): the rest of the array still goes through.
+        return self._send(send, chunks, outcome, halve=frozenset({Failure.PERMANENT, Failure.TOO_LARGE}))
 
     # -- pubsub: publish_events per topic ------------------------------------------------------------------------
-    def _publish(self, client: DaprClient, items: list[_Item]) -> _Outcome:
-        by_topic: dict[str, list[_Item]] = {}
-        for item in items:
-            by_topic.setdefault(item.topic or self._topic_of(item.data), []).append(item)
+    def _publish(self, client: DaprClient, events: list[EncodedEvent], outcome: ExportOutcome) -> _Attempt:
+        by_topic: dict[str, list[EncodedEvent]] = {}
+        for event in events:
+            by_topic.setdefault(self._topic(event), []).append(event)
         # Several smaller requests in flight: building one overlaps with the sidecar handling another.
-        requests = [
-            (topic, group[start : start + _PUBSUB_CHUNK])
-            for topic, group in by_topic.items()
+        chunks = [
+            group[start : start + _PUBSUB_CHUNK]
+            for group in by_topic.values()
             for start in range(0, len(group), _PUBSUB_CHUNK)
         ]
-        pool = self._executor()
-        futures = [(pool.submit(self._publish_chunk, client, topic, chunk), chunk) for topic, chunk in requests]
-        self._calls += len(requests)
-        retry: list[_Item] = []
-        last_failure: BaseException | None = None
-        for future, chunk in futures:
-            exc = future.exception()
-            if exc is not None:
-                last_failure = exc
-                retry += self._handle_failure(exc, classify_error(exc), chunk)
-                continue
-            failed = future.result()
-            self._delivered += len(chunk) - len(failed)
-            # The broker refused some entries; daprd reports them one by one, each with its error text. Only
-            # those it may take later are retried: a refused entry must not hold the worker for the retry budget.
-            for item, error in failed:
-                rejected = _EntryRejected(error)
-                kind = classify_entry_error(error)
-                if kind is Failure.TRANSIENT:
-                    retry.append(item)
-                    last_failure = rejected
-                else:
-                    self._handle_failure(rejected, kind, [item])
-        return _Outcome(retry, last_failure)
 
-    def _publish_chunk(self, client: DaprClient, topic: str, chunk: list[_Item]) -> list[tuple[_Item, str]]:
+        def send(chunk: list[EncodedEvent]) -> list[tuple[EncodedEvent, str]]:
+            return self._publish_chunk(client, self._topic(chunk[0]), chunk)
+
+        # Entries are counted, not sized: a request too large for the sidecar is halved until it fits.
+        return self._send(send, chunks, outcome, halve=frozenset({Failure.TOO_LARGE}))
+
+    def _publish_chunk(
+        self, client: DaprClient, topic: str, chunk: list[EncodedEvent]
+    ) -> list[tuple[EncodedEvent, str]]:
         """Publish ``chunk`` in one bulk request; returns the entries the sidecar reported as failed, with the
         error text of each."""
         entries: list[BulkPublishEntry | bytes | str] = []
-        by_entry_id: dict[str, _Item] = {}
-        for item in chunk:
-            entry_id = item.event_id
+        by_entry_id: dict[str, EncodedEvent] = {}
+        for event in chunk:
+            entry_id = event.event_id
             if entry_id in by_entry_id:  # the same event published twice: entry ids must be unique
                 entry_id = f"{entry_id}#{len(by_entry_id)}"
-            by_entry_id[entry_id] = item
+            by_entry_id[entry_id] = event
             entries.append(
                 BulkPublishEntry(
-                    event=item.data,
+                    event=event.body,
                     content_type=_CONTENT_TYPE,
                     entry_id=entry_id,
                     # Dapr takes this as the CloudEvent's id instead of generating one.
-                    metadata={"cloudevent.id": item.event_id},
+                    metadata={"cloudevent.id": event.event_id},
                 )
             )
         response = client.publish_events(self.pubsub, topic, entries, publish_metadata=self._static_metadata)
         return [(by_entry_id[e.entry_id], e.error) for e in response.failed_entries if e.entry_id in by_entry_id]
 
+    def _topic(self, event: EncodedEvent) -> str:
+        """The event's topic attribute; without one (``metadata.topic_name`` unset) the default topic, else the
+        event type. The JSON is parsed only for a record that names no event type (not one appevents emitted)."""
+        return event.topic or self.settings.default_topic or event.event_type or self._topic_of(event.body)
+
     def _topic_of(self, body: str | bytes) -> str:
-        """Topic of an event whose record carries no topic attribute (e.g. emitted by an older appevents)."""
+        """Topic of an event known by its JSON only."""
         event = json.loads(body)
         return str(event["metadata"].get("topic_name") or self.settings.default_topic or event["event_type"])
 
-    # -- outcomes ------------------------------------------------------------------------------------------------
-    def _settle(self, futures: list[tuple[Future[None], list[_Item]]]) -> _Outcome:
-        retry: list[_Item] = []
+    # -- sending and settling ------------------------------------------------------------------------------------
+    def _send(
+        self, send: _Send, chunks: list[list[EncodedEvent]], outcome: ExportOutcome, halve: frozenset[Failure]
+    ) -> _Attempt:
+        """Send each chunk in one request, up to ``max_in_flight`` at once; settle what the answers settle. A
+        chunk of several events that fails with a kind in ``halve`` is sent again as two halves."""
+        retry: list[EncodedEvent] = []
         last_failure: BaseException | None = None
-        for future, chunk in futures:
-            exc = future.exception()
-            if exc is None:
-                self._delivered += len(chunk)
-                continue
-            last_failure = exc
-            retry += self._handle_failure(exc, classify_error(exc), chunk)
-        return _Outcome(retry, last_failure)
+        while chunks:
+            futures = self._submit(send, chunks)
+            chunks = []
+            for future, chunk in futures:
+                exc = _exception_of(future)
+                if exc is None:
+                    refused = future.result()
+                    self._delivered += len(chunk) - len(refused)
+                    # daprd reports the entries a broker refused one by one, each with its error text. Only those
+                    # it may take later are retried: a refused entry must not hold the others for the retry window.
+                    for event, error in refused:
+                        rejected = EntryRefused(error)
+                        kind = classify_entry_error(error)
+                        if kind is Failure.TRANSIENT:
+                            retry.append(event)
+                            last_failure = rejected
+                        else:
+                            self._fail([event], kind, rejected, outcome)
+                    continue
+                last_failure = exc
+                kind = self._classify(exc)
+                if kind in halve and len(chunk) > 1:
+                    middle = len(chunk) // 2
+                    chunks += [chunk[:middle], chunk[middle:]]
+                    continue
+                retry += self._handle_failure(exc, kind, chunk, outcome)
+        return _Attempt(retry, last_failure)
 
-    def _handle_failure(self, exc: BaseException, kind: Failure, chunk: list[_Item]) -> list[_Item]:
-        """Count ``chunk`` according to ``kind``; return what is to be retried."""
+    def _submit(
+        self, send: _Send, chunks: list[list[EncodedEvent]]
+    ) -> list[tuple[Future[list[tuple[EncodedEvent, str]]], list[EncodedEvent]]]:
+        with self._pool_lock:
+            if not self._stopping.is_set():
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.settings.max_in_flight, thread_name_prefix=_THREAD_PREFIX)
+                pool = self._pool
+                self._calls += len(chunks)
+                return [(pool.submit(send, chunk), chunk) for chunk in chunks]
+        # Shut down meanwhile: nothing more is sent; these settle as cancelled, i.e. returned as ``retry``.
+        return [(_cancelled_future(), chunk) for chunk in chunks]
+
+    def _classify(self, exc: BaseException) -> Failure:
+        if self._stopping.is_set() and (
+            isinstance(exc, CancelledError) or error_code(exc) in (None, grpc.StatusCode.CANCELLED)
+        ):
+            return Failure.TRANSIENT  # cut short by shutdown() (cancelled, or the channel closed): not settled
+        return classify_error(exc)
+
+    def _handle_failure(
+        self, exc: BaseException, kind: Failure, chunk: list[EncodedEvent], outcome: ExportOutcome
+    ) -> list[EncodedEvent]:
+        """Settle ``chunk`` according to ``kind``; return what is to be retried."""
         if kind is Failure.TRANSIENT:
             return chunk
         if kind is Failure.MISSING_COMPONENT:
-            self._skipped += len(chunk)
             self._sidecar.mark_missing()
+            self._drop(chunk, outcome)
             return []
         if kind is Failure.UNAUTHORIZED:
             self._unauthorized += len(chunk)
@@ -403,39 +460,66 @@ class DaprExporter(LogRecordExporter):
                     self.binding,
                 )
                 return chunk
-        self._failed += len(chunk)
-        reason = _describe(exc)
+        self._fail(chunk, kind, exc, outcome)
+        return []
+
+    def _fail(self, events: list[EncodedEvent], kind: Failure, exc: BaseException, outcome: ExportOutcome) -> None:
+        reason = failure_reason(kind, exc)
+        self._failed += len(events)
+        outcome.failed += [(event, reason) for event in events]
         self._log_once(
             failure_cause(kind, exc),
             logging.ERROR,
-            "appevents: Dapr rejected an event (%s); it is counted as failed, the others go on "
+            "appevents: Dapr refused an event for good (%s; %s); it is reported failed, the others go on "
             "(further errors of this kind are counted, not logged)",
             reason,
+            _describe(exc),
         )
-        return []
+
+    def _drop(self, events: list[EncodedEvent], outcome: ExportOutcome) -> None:
+        # The warning (once, with a component file to add) is the sidecar's: it knows when the component is back.
+        reason = failure_reason(Failure.MISSING_COMPONENT, None)
+        self._skipped += len(events)
+        outcome.dropped += [(event, reason) for event in events]
+
+
+def _exception_of(future: Future[list[tuple[EncodedEvent, str]]]) -> BaseException | None:
+    try:
+        return future.exception()
+    except CancelledError as exc:  # cancelled by shutdown() before it ran
+        return exc
+
+
+def _cancelled_future() -> Future[list[tuple[EncodedEvent, str]]]:
+    future: Future[list[tuple[EncodedEvent, str]]] = Future()
+    future.cancel()
+    return future
 
 
 def _describe(exc: BaseException | None) -> str:
+    """One line about ``exc`` for logs and ``retry_reason``: the gRPC code and details, or the exception type and
+    message (never headers or tokens: those are not part of either)."""
     if exc is None:
-        return "unknown"
-    if isinstance(exc, _EntryRejected):
-        return f"bulk publish entry refused: {exc}"[:300]
-    code = error_code(exc)
-    if code is None:
-        return f"{type(exc).__name__}: {exc}"[:300]
-    return f"{code.name}: {error_details(exc)}"[:300]
+        text = "unknown"
+    elif isinstance(exc, EntryRefused):
+        text = f"bulk publish entry refused: {exc}"
+    elif (code := error_code(exc)) is not None:
+        text = f"{code.name}: {error_details(exc)}"
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return " ".join(text.split())[:300]
 
 
-def _chunk_by_bytes(items: list[_Item], max_bytes: int) -> list[list[_Item]]:
-    chunks: list[list[_Item]] = []
-    current: list[_Item] = []
+def _chunk_by_bytes(events: list[EncodedEvent], max_bytes: int) -> list[list[EncodedEvent]]:
+    chunks: list[list[EncodedEvent]] = []
+    current: list[EncodedEvent] = []
     size = 2  # the brackets
-    for item in items:
-        grow = len(item.data) + 1  # bytes, not characters: the sidecar's limit is on the encoded message
+    for event in events:
+        grow = len(event.body) + 1  # bytes, not characters: the sidecar's limit is on the encoded message
         if current and size + grow > max_bytes:
             chunks.append(current)
             current, size = [], 2
-        current.append(item)
+        current.append(event)
         size += grow
     if current:
         chunks.append(current)

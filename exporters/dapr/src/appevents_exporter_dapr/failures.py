@@ -2,8 +2,10 @@
 
 daprd answers a binding call for a component it does not have with ``INTERNAL`` and the message
 ``error invoking output binding <name>: couldn't find output binding <name>``; a ``bindings.http`` endpoint that
-answers 4xx/5xx surfaces as ``INTERNAL`` with ``received status code <n>``. A bulk publish reports refused
-entries one by one in the response (``failedEntries``), each with the broker's error text only.
+answers 4xx/5xx surfaces as ``INTERNAL`` with ``received status code <n>``. A request beyond a gRPC size limit
+fails with ``RESOURCE_EXHAUSTED`` and ``grpc: received message larger than max (N vs. M)`` (daprd) or ``Sent
+message larger than max`` (our client); any other ``RESOURCE_EXHAUSTED`` is throttling. A bulk publish reports
+refused entries one by one in the response (``failedEntries``), each with the broker's error text only.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import grpc
 
 __all__ = [
     "TRANSIENT_CODES",
+    "EntryRefused",
     "Failure",
     "backoff_delay",
     "classify_entry_error",
@@ -23,6 +26,7 @@ __all__ = [
     "error_code",
     "error_details",
     "failure_cause",
+    "failure_reason",
 ]
 
 #: gRPC codes worth retrying: the sidecar (or what it calls) may answer later.
@@ -45,6 +49,12 @@ class Failure(Enum):
     """The sidecar does not know the component: skip, and re-probe later."""
     UNAUTHORIZED = "unauthorized"
     """The endpoint behind the binding answered HTTP 401: drop the cached token and retry with a fresh one."""
+    TOO_LARGE = "too_large"
+    """The request exceeds a gRPC message size limit: fail the event for good (halve a request of several)."""
+
+
+class EntryRefused(Exception):
+    """A bulk publish entry the sidecar reported as failed; the message is the broker's error text."""
 
 
 def error_code(exc: BaseException) -> grpc.StatusCode | None:
@@ -59,14 +69,21 @@ def error_details(exc: BaseException) -> str:
     return ""
 
 
+#: gRPC's size-limit messages, whichever side refused: "grpc: received message larger than max (N vs. M)" (Go,
+#: daprd), "Received message larger than max" / "Sent message larger than max" (C core, Python clients).
+_TOO_LARGE = re.compile(r"(received|sent) message larger than max", re.IGNORECASE)
+
+
 def classify_error(exc: BaseException) -> Failure:
     """How to treat ``exc`` raised by one call to the sidecar."""
     code = error_code(exc)
     if code is None:
         return Failure.PERMANENT
+    details = error_details(exc)
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED and _TOO_LARGE.search(details):
+        return Failure.TOO_LARGE
     if code in TRANSIENT_CODES:
         return Failure.TRANSIENT
-    details = error_details(exc)
     if "couldn't find output binding" in details or (
         code is grpc.StatusCode.INVALID_ARGUMENT and "pubsub" in details and "not found" in details
     ):
@@ -98,6 +115,26 @@ def failure_cause(kind: Failure, exc: BaseException | None) -> str:
         return f"{kind.value}:unknown"
     code = error_code(exc)
     return f"{kind.value}:{code.name if code is not None else type(exc).__name__}"
+
+
+def failure_reason(kind: Failure, exc: BaseException | None) -> str:
+    """The reason an event is reported failed or dropped with: a short key of bounded cardinality.
+
+    ``too_large``, ``no_component``, ``unauthorized``; otherwise ``refused:<gRPC code>`` (the sidecar said no),
+    ``refused:entry`` (the broker refused a bulk publish entry) or ``error:<exception type>`` (no gRPC answer).
+    """
+    if kind is Failure.TOO_LARGE:
+        return "too_large"
+    if kind is Failure.MISSING_COMPONENT:
+        return "no_component"
+    if kind is Failure.UNAUTHORIZED:
+        return "unauthorized"
+    if exc is None:
+        return "error:unknown"
+    if isinstance(exc, EntryRefused):
+        return "refused:entry"
+    code = error_code(exc)
+    return f"refused:{code.name}" if code is not None else f"error:{type(exc).__name__}"
 
 
 def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Random | None = None) -> float:

@@ -51,10 +51,10 @@ class DaprExporterSettings(BaseSettings):
     batch_max_bytes: int = Field(default=3 * 1024 * 1024, gt=0)
     #: Deadline of one call to the sidecar.
     call_timeout_s: float = Field(default=10.0, gt=0)
-    #: Retry of transient failures (sidecar unavailable, deadline exceeded, no token yet, a token the endpoint
-    #: rejected): exponential backoff with "equal jitter" (half the delay fixed, half random) from
-    #: ``retry_initial_backoff_s`` up to ``retry_max_backoff_s``, given up after ``retry_max_elapsed_s`` per
-    #: export batch (events then count as failed).
+    #: Retry of transient failures (sidecar unavailable, deadline exceeded, throttling, no token yet, a token the
+    #: endpoint rejected): exponential backoff with "equal jitter" (half the delay fixed, half random) from
+    #: ``retry_initial_backoff_s`` up to ``retry_max_backoff_s``, for up to ``retry_max_elapsed_s`` per export
+    #: batch; events still failing then are returned to the engine as ``retry``.
     retry_initial_backoff_s: float = Field(default=0.1, gt=0)
     retry_max_backoff_s: float = Field(default=2.0, gt=0)
     retry_max_elapsed_s: float = Field(default=60.0, ge=0)

@@ -1,14 +1,15 @@
 """The exporter's view of the Dapr sidecar: a lazily created client and whether the component is registered.
 
-Runs on the exporter's thread only. ``DaprClient()`` blocks in its constructor polling the sidecar's
-``/healthz/outbound`` for up to ``DAPR_HEALTH_TIMEOUT`` (60 s), printing a line per failed probe; so this module
-probes once itself, briefly, and creates the client only once the sidecar answers. A sidecar that is not up yet
-is a transient condition the exporter retries, never a blocked thread.
+Used from the exporter's thread; only :meth:`Sidecar.close` comes from another (``shutdown()``). ``DaprClient()``
+blocks in its constructor polling the sidecar's ``/healthz/outbound`` for up to ``DAPR_HEALTH_TIMEOUT`` (60 s),
+printing a line per failed probe; so this module probes once itself, briefly, and creates the client only once the
+sidecar answers. A sidecar that is not up yet is a transient condition the exporter retries, never a blocked thread.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -81,21 +82,33 @@ class Sidecar:
         self._kind = kind
         self._log_once = log_once
         self._client: DaprClient | None = None
+        self._closed = False
+        self._lock = threading.Lock()  # client creation vs. close() from the thread calling shutdown()
         self._registered: bool | None = None  # None: not asked yet
         self._next_probe_at = 0.0
         self._probe_backoff = settings.probe_initial_backoff_s
 
     # -- client --------------------------------------------------------------------------------------------------
     def client(self) -> DaprClient:
-        """The Dapr client; :class:`SidecarNotReady` while the sidecar does not answer its health endpoint."""
-        if self._client is None:
-            self._probe_health()
-            self._client = DaprClient(
-                interceptors=[_DeadlineInterceptor(self._settings.call_timeout_s)],
-                # Retries are ours (bounded, jittered, per event); the SDK's would sleep and print.
-                retry_policy=RetryPolicy(max_attempts=0),
-            )
-        return self._client
+        """The Dapr client; :class:`SidecarNotReady` while the sidecar does not answer its health endpoint, and
+        for good once :meth:`close` was called."""
+        client = self._client
+        if client is not None:
+            return client
+        if self._closed:
+            raise SidecarNotReady("closed")
+        self._probe_health()
+        client = DaprClient(
+            interceptors=[_DeadlineInterceptor(self._settings.call_timeout_s)],
+            # Retries are ours (bounded, jittered, per event); the SDK's would sleep and print.
+            retry_policy=RetryPolicy(max_attempts=0),
+        )
+        with self._lock:
+            if not self._closed:
+                self._client = client
+                return client
+        client.close()  # closed meanwhile: a new channel would outlive shutdown
+        raise SidecarNotReady("closed")
 
     def _probe_health(self) -> None:
         url = f"{get_api_url()}/healthz/outbound"
@@ -137,9 +150,11 @@ class Sidecar:
         client = self.client()
         try:
             components = {c.name: c.type for c in client.get_metadata().registered_components}
+        except ValueError:  # "Cannot invoke RPC on closed channel!": close() was called meanwhile
+            raise SidecarNotReady("closed") from None
         except grpc.RpcError as exc:
             code = error_code(exc)
-            if code in TRANSIENT_CODES:
+            if code in TRANSIENT_CODES or code is grpc.StatusCode.CANCELLED:
                 raise SidecarNotReady(str(code)) from None
             # A sidecar without the metadata API: assume the component is there; calls will tell otherwise.
             components = {self.component: "unknown"}
@@ -170,8 +185,11 @@ class Sidecar:
         self._probe_backoff = min(self._probe_backoff * 2, self._settings.probe_max_backoff_s)
 
     def close(self) -> None:
-        """Close the client (at exporter shutdown). A sidecar that restarts needs no new client: the gRPC channel
-        reconnects by itself, and failed calls meanwhile are transient errors the exporter retries."""
-        client, self._client = self._client, None
+        """Close the client for good (at exporter shutdown; idempotent): calls in flight end with ``CANCELLED``,
+        later ones fail at once, and no new client is made. (A sidecar that restarts needs no new client: the gRPC
+        channel reconnects by itself, and failed calls meanwhile are transient errors the exporter retries.)"""
+        with self._lock:
+            self._closed = True
+            client, self._client = self._client, None
         if client is not None:
             client.close()  # type: ignore[no-untyped-call]
