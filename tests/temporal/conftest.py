@@ -49,11 +49,11 @@ def task_queue() -> str:
 def pipeline_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the threads on which EventStore builds a pipeline during the test, in order."""
     builders: list[str] = []
-    real_build = appevents.pipeline.build_pipeline
+    real_pipeline = appevents.pipeline.Pipeline
 
-    def spying_build(*args: Any, **kwargs: Any) -> appevents.pipeline.Pipeline:
+    def spying_pipeline(*args: Any, **kwargs: Any) -> appevents.pipeline.Pipeline:
         builders.append(threading.current_thread().name)
-        return real_build(*args, **kwargs)
+        return real_pipeline(*args, **kwargs)
 
-    monkeypatch.setattr("appevents.store.build_pipeline", spying_build)
+    monkeypatch.setattr("appevents.store.Pipeline", spying_pipeline)
     return builders
