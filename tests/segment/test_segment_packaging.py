@@ -31,7 +31,7 @@ def test_without_write_key_the_exporter_is_disabled_with_one_info_line(
     monkeypatch.delenv("APPEVENTS_SEGMENT_WRITE_KEY", raising=False)
     caplog.set_level(logging.DEBUG)
     pipeline = configure(AppEventsSettings(exporters=["segment", "memory"]))
-    assert sorted(pipeline.processors) == ["memory"]
+    assert sorted(pipeline.channels) == ["memory"]
     ours = [r for r in caplog.records if r.name.startswith("appevents.segment")]
     assert [(r.levelno, "APPEVENTS_SEGMENT_WRITE_KEY" in r.getMessage()) for r in ours] == [(logging.INFO, True)]
     with pytest.raises(ConfigurationError, match="APPEVENTS_SEGMENT_WRITE_KEY"):

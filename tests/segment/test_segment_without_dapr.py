@@ -47,7 +47,7 @@ def test_segment_receives_every_lifecycle_event_while_the_dapr_sidecar_is_unreac
     unpublished_before = EventStore.unpublished_count()
     pipeline = configure()  # from the environment: APPEVENTS_EXPORTERS=dapr,segment
     try:
-        assert sorted(pipeline.processors) == ["dapr", "segment"]
+        assert sorted(pipeline.channels) == ["dapr", "segment"]
         dapr = pipeline.exporter("dapr")
         assert isinstance(dapr, DaprExporter)
         events = [lifecycle_event(ApplicationEventNames.WORKFLOW_START, workflow_id=f"invoice-{n}") for n in range(10)]
@@ -73,7 +73,13 @@ def test_segment_receives_every_lifecycle_event_while_the_dapr_sidecar_is_unreac
             "workflow_completed",
         }
         stats = dapr.stats()
-        assert (stats.delivered, stats.failed, stats.calls) == (0, len(events), 0)
+        assert (stats.delivered, stats.returned, stats.calls) == (0, len(events), 0)
+        engine = EventStore.stats()["dapr"]
+        assert (engine.delivered, engine.failed, engine.failed_reasons) == (
+            0,
+            len(events),
+            {"unavailable": len(events)},
+        )
         assert EventStore.unpublished_count() == unpublished_before
     finally:
         EventStore.shutdown(timeout_s=10)

@@ -1,13 +1,18 @@
 """``SegmentExporter``: lifecycle events to Segment's ``/v1/batch`` through ``segment-analytics-python``.
 
-Threads and queues: ``export()`` runs on the appevents delivery thread and only turns records into ``track()``
-calls, which append to the library's bounded queue; the library's own consumer thread batches, sends, retries
-with backoff and reports what it gives up on through ``on_error``. Nothing here depends on Dapr.
+Threads and queues: ``export_events()`` runs on the exporter's engine thread. It turns each lifecycle event into a
+``track()`` call, which appends to the library's bounded queue, then waits until the library has answered every
+message of the batch. The library's consumer thread batches, sends and retries with backoff; it reports what it
+gives up on through ``on_error(error, batch)``, and a small subclass of it (:class:`_Consumer`) reports what
+Segment accepted, which the library itself does not. Answers are matched to events by ``messageId`` (= event id).
 
-Shutdown: ``force_flush`` and ``shutdown`` wait — bounded by their timeout — until the library's queue is
-empty and the last batch answered. The library's ``flush()`` (``queue.join()``) has no bound, and its own exit
-hook only stops the consumer without flushing, so both are replaced here; the exit path is the owner's
-``shutdown()`` (``EventStore`` registers it at exit; so does an OTel ``LoggerProvider``).
+The wait is bounded by :meth:`SegmentExporterSettings.export_timeout_s` (by default the library's own retry window)
+and cut short by ``shutdown()``. Events unanswered by then are returned for retry, and their messages still queued
+(not yet sent) are taken back out of the library's queue, so that a later offer does not send them twice. One that
+was in flight may still arrive: Segment dedupes on ``messageId``. Nothing here depends on Dapr.
+
+The library's ``flush()`` (``queue.join()``) has no bound, and its exit hook only stops the consumer, so both are
+replaced here; the exit path is the owner's ``shutdown()`` (the engine's, or an OTel ``LoggerProvider``'s).
 """
 
 from __future__ import annotations
@@ -17,18 +22,20 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from pydantic import ValidationError
 from segment.analytics import Client
+from segment.analytics.consumer import Consumer
 
 from appevents import AppEventsSettings, ConfigurationError
 from appevents.delivery import LogOnce
-from appevents.records import EVENT_NAME_ATTRIBUTE, event_from_json, event_json_from_record
+from appevents.exporting import EncodedEvent, ExportOutcome
+from appevents.records import EVENT_NAME_ATTRIBUTE, encoded_from_record, event_from_json
 from appevents_exporter_segment._mapping import SegmentTrack, track_for_event
 from appevents_exporter_segment._redaction import (
     REDACTED,
@@ -42,36 +49,109 @@ __all__ = ["SegmentExportStats", "SegmentExporter", "create_segment_exporter"]
 
 _logger = logging.getLogger("appevents.segment")
 
+#: A message as the library queues and sends it (``type``, ``event``, ``messageId``, …).
+Message = dict[str, Any]
+
+#: Statuses the library retries that are about Segment's state, not the message: after the library's retry
+#: budget they are returned for retry; every other 4xx is a refusal.
+_TRANSIENT_4XX = frozenset({408, 429, 460})
+
+#: How often waits wake up to notice a shutdown they are not notified of (a full library queue).
+_POLL_S = 0.05
+
+_SHUT_DOWN = "the Segment exporter is shut down"
+
 
 @dataclass(frozen=True)
 class SegmentExportStats:
-    """Counters of one :class:`SegmentExporter` (monotonic except ``pending``)."""
+    """Counters of one :class:`SegmentExporter`, per message: ``accepted = delivered + failed + undelivered +
+    pending``.
+
+    Exports report ``failed`` and ``invalid`` as ``failed``, ``undelivered`` and ``dropped`` as ``retry``. A message
+    still in flight when its export returned (as retry) is counted here by the answer it gets later.
+    """
 
     #: Messages handed to the library's queue.
     accepted: int
-    #: Records not sent on purpose: not a mapped lifecycle event, or not an appevents event at all.
+    #: Events not sent on purpose: not a mapped lifecycle event, or not an appevents event at all.
     skipped: int
-    #: Lifecycle events not queued: the library's queue was full, or the exporter was already shut down.
+    #: Lifecycle events not queued: the library's queue stayed full until the export's bound, or the exporter
+    #: was shut down.
     dropped: int
     #: Lifecycle events that could not become a Segment message (e.g. over Segment's 32 KB message limit).
     invalid: int
-    #: Accepted messages the library gave up on: refused by Segment (4xx), or retry budget exhausted.
+    #: Accepted messages Segment refused (4xx other than 408/429/460).
     failed: int
+    #: Accepted messages not delivered for now: the library gave up on them (connection errors, 5xx, 408/429/460
+    #: after its retry budget), or they were taken back out of its queue unsent (export bound, shutdown).
+    undelivered: int
+    #: Accepted messages Segment answered with 2xx.
+    delivered: int
     #: Accepted messages still queued or in flight.
     pending: int
 
-    @property
-    def delivered(self) -> int:
-        """Accepted messages Segment answered with 2xx (derived: accepted - failed - pending)."""
-        return max(0, self.accepted - self.failed - self.pending)
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    kind: str  # "delivered", "failed" or "retry"
+    reason: str = ""
 
 
-def _as_str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+_DELIVERED = _Verdict("delivered")
+
+
+@dataclass(eq=False, slots=True)
+class _Call:
+    """The events of one ``export_events`` call, in batch order, and how many Segment has yet to answer."""
+
+    events: list[_Sent] = field(default_factory=list)
+    unanswered: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class _Sent:
+    """One event of an ``export_events`` call, and what became of it (``verdict`` None: not answered yet)."""
+
+    event: EncodedEvent
+    call: _Call
+    #: The message's ``messageId`` (the event id), once it is handed to the library.
+    message_id: str = ""
+    #: The message the library queued (None until ``track()`` returned).
+    message: Message | None = None
+    verdict: _Verdict | None = None
+
+
+def _verdict_for(error: Exception) -> _Verdict:
+    """Refused (``refused:<status>``) when Segment said no to the messages; else not settled, for retry."""
+    status = getattr(error, "status", None)
+    if isinstance(status, int):
+        if 400 <= status < 500 and status not in _TRANSIENT_4XX:
+            return _Verdict("failed", f"refused:{status}")
+        return _Verdict("retry", f"Segment answered {status}")
+    if type(error) is Exception:  # the library's own give-ups (rate-limit budget, full queue on re-queue)
+        return _Verdict("retry", f"the Segment library gave up: {(str(error).splitlines() or [''])[0][:120]}")
+    return _Verdict("retry", f"cannot reach Segment ({type(error).__name__})")
+
+
+class _Consumer(Consumer):  # type: ignore[misc]  # the library is untyped
+    """The library's consumer thread, also telling the exporter which batches Segment accepted."""
+
+    def __init__(self, on_delivered: Callable[[Sequence[Message]], None], **options: Any) -> None:
+        super().__init__(**options)
+        self.name = "appevents-segment-consumer"
+        self._on_delivered = on_delivered
+
+    def request(self, batch: list[Message]) -> Any:
+        response = super().request(batch)
+        try:
+            self._on_delivered(batch)
+        except Exception:  # must not turn a delivered batch into a failed one
+            _logger.exception("appevents: counting a delivered Segment batch failed")
+        return response
 
 
 class SegmentExporter(LogRecordExporter):
-    """Send lifecycle events (``event_name`` in the mapping) to Segment as ``track`` calls.
+    """Send lifecycle events (``event_name`` in the mapping) to Segment as ``track`` calls, with per-event outcomes.
 
     ``SegmentExporter()`` reads :class:`SegmentExporterSettings` (``APPEVENTS_SEGMENT_*``) and the core
     :class:`~appevents.AppEventsSettings` (fallback application and tenant) from the environment, which is what
@@ -95,120 +175,278 @@ class SegmentExporter(LogRecordExporter):
         app_settings = app_settings if app_settings is not None else AppEventsSettings()
         self._default_application = app_settings.application_name
         self._default_tenant = app_settings.tenant_id
+        #: Lifecycle name → Segment event name, for the names that are sent.
+        self._segment_names = {name: segment for name, segment in self.settings.event_names.items() if segment}
+        self._export_timeout_s = self.settings.export_timeout_s()
         self._secrets = SecretRedactingFilter(write_key)
         # Before the client exists: its constructor and consumer already log through "segment".
         logging.getLogger(SEGMENT_LOGGER_NAME).addFilter(self._secrets)
-        self._lock = threading.Lock()
+        # One lock for the counters, the messages awaiting an answer, and the wake-ups of waiting exports.
+        self._lock = threading.Condition()
         self._counts: Counter[str] = Counter()
+        #: messageId → the events in the library's hands with that id, awaiting an answer.
+        self._awaiting: dict[str, list[_Sent]] = {}
         self._closed = False
         self._log_once = LogOnce(_logger)
-        self._client = Client(write_key, on_error=self._on_send_error, **self.settings.client_options())
-        # The library's exit hook stops its consumer without flushing; our owner's shutdown() drains instead.
+        # thread=0: no consumer of the library's own; ours (below) also reports deliveries.
+        self._client = Client(write_key, on_error=self._on_send_error, thread=0, **self.settings.client_options())
+        # The library's exit hook only stops its consumer; our owner's shutdown() does it, bounded.
         atexit.unregister(self._client.join)
+        consumer = _Consumer(
+            self._on_delivered,
+            queue=self._client.queue,
+            write_key=write_key,
+            host=self.settings.host,
+            on_error=self._on_send_error,
+            upload_size=self.settings.batch_size,
+            upload_interval=self.settings.upload_interval_ms / 1000,
+            retries=self.settings.max_retries,
+            timeout=self.settings.timeout_ms / 1000,
+            max_total_backoff_duration=self.settings.max_total_backoff_ms / 1000,
+        )
+        self._client.consumers = [consumer]
+        consumer.start()
 
     def __repr__(self) -> str:
         return f"SegmentExporter(host={self.settings.host!r}, write_key={REDACTED!r})"
 
-    # -- delivery thread -------------------------------------------------------------------------------------
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        """Queue a ``track`` call per mapped lifecycle event; FAILURE if any of them could not be queued."""
-        complete = True
-        for record in batch:
-            track = self._track_for(record)
-            if track is not None and not self._enqueue(track):
-                complete = False
-        return LogRecordExportResult.SUCCESS if complete else LogRecordExportResult.FAILURE
+    # -- engine thread (publisher's path for accepts) ----------------------------------------------------------
+    def accepts(self, event: EncodedEvent) -> bool:
+        """Whether ``event`` is for Segment: its lifecycle name (an attribute; no parsing) is mapped."""
+        return event.attributes.get(EVENT_NAME_ATTRIBUTE) in self._segment_names
 
-    def _track_for(self, record: ReadableLogRecord) -> SegmentTrack | None:
-        # records.py puts the lifecycle name in an attribute, so business events are skipped without parsing.
-        attributes = record.log_record.attributes or {}
-        body = event_json_from_record(record)
-        if body is None or self.settings.segment_event_name(_as_str(attributes.get(EVENT_NAME_ATTRIBUTE))) is None:
-            self._count("skipped")
-            return None
+    def export_events(self, batch: Sequence[EncodedEvent]) -> ExportOutcome:
+        """Send the lifecycle events of ``batch`` and wait (bounded) for Segment's answer to each.
+
+        Not listed in the outcome: delivered, or not for Segment (``accepts`` False). ``failed``: refused by
+        Segment (``refused:<status>``) or not a valid Segment message (``invalid:…``). ``retry``: the library gave
+        up for a transient reason, the queue stayed full, or no answer came within ``export_timeout_s()`` or
+        before ``shutdown()``.
+        """
+        deadline = time.monotonic() + self._export_timeout_s
+        call = _Call()
+        for event in batch:
+            if not self.accepts(event):
+                self._count("skipped")
+                continue
+            sent = _Sent(event, call)
+            call.events.append(sent)
+            track = self._track_for(event)
+            if isinstance(track, _Verdict):
+                sent.verdict = track
+            else:
+                self._send(call, sent, track, deadline)
+        with self._lock:
+            while call.unanswered and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._lock.wait(remaining)
+            if call.unanswered:
+                reason = (
+                    f"{_SHUT_DOWN} before Segment answered"
+                    if self._closed
+                    else f"no answer from Segment within {self._export_timeout_s:g} s"
+                )
+                self._take_back_locked([sent for sent in call.events if sent.verdict is None], reason)
+        return self._outcome(call)
+
+    def _track_for(self, event: EncodedEvent) -> SegmentTrack | _Verdict:
         try:
-            event = event_from_json(body)
+            parsed = event_from_json(event.body)
         except ValidationError as exc:
             self._count("invalid")
             self._log_once(
                 "invalid-body",
                 logging.ERROR,
-                "appevents: a lifecycle record's body is not a valid event (%d errors); not sent to Segment",
+                "appevents: a lifecycle event's body is not a valid event (%d errors); not sent to Segment",
                 exc.error_count(),
             )
-            return None
-        return track_for_event(
-            event,
-            record.log_record.timestamp,
+            return _Verdict("failed", "invalid:body")
+        track = track_for_event(
+            parsed,
+            event.timestamp_ns,
             self.settings,
             default_application=self._default_application,
             default_tenant=self._default_tenant,
         )
+        if track is None:  # the attributes said a mapped lifecycle name, the body does not
+            self._count("invalid")
+            return _Verdict("failed", "invalid:event_name")
+        return track
 
-    def _enqueue(self, track: SegmentTrack) -> bool:
-        if self._closed:
+    def _send(self, call: _Call, sent: _Sent, track: SegmentTrack, deadline: float) -> None:
+        """Queue ``sent``'s message (waiting for room until ``deadline``); registered before, as the consumer may
+        answer before ``track()`` returns."""
+        if not self._wait_for_room(deadline):
             self._count("dropped")
-            self._log_once(
-                "closed",
-                logging.WARNING,
-                "appevents: the Segment exporter is shut down; lifecycle events are dropped and counted",
-            )
-            return False
-        # One producer (the delivery thread): checking first keeps the library from warning once per message.
-        if self._client.queue.full():
-            self._count("dropped")
-            self._log_once(
-                "queue-full",
-                logging.WARNING,
-                "appevents: the Segment queue is full (%d messages); dropping lifecycle events until it "
-                "drains (raise APPEVENTS_SEGMENT_MAX_QUEUE_SIZE or check that Segment is reachable)",
-                self.settings.max_queue_size,
-            )
-            return False
-        self._count("accepted")
+            full = not self._closed
+            if full:
+                self._log_once(
+                    "queue-full",
+                    logging.WARNING,
+                    "appevents: the Segment queue stayed full (%d messages) for %g s; events are returned for "
+                    "retry (check that Segment is reachable, or raise APPEVENTS_SEGMENT_MAX_QUEUE_SIZE)",
+                    self.settings.max_queue_size,
+                    self._export_timeout_s,
+                )
+            sent.verdict = _Verdict("retry", "the Segment queue is full" if full else _SHUT_DOWN)
+            return
+        sent.message_id = track.message_id
+        with self._lock:
+            self._awaiting.setdefault(sent.message_id, []).append(sent)
+            call.unanswered += 1
+            self._counts["accepted"] += 1  # now: the consumer may count its answer before track() returns
         try:
-            queued, _ = self._client.track(
+            queued, message = self._client.track(
                 user_id=track.user_id,
                 event=track.event,
                 properties=track.properties,
                 timestamp=track.timestamp,
                 message_id=track.message_id,
             )
-        except Exception as exc:  # too large for Segment, or a value the library refuses
-            self._count("accepted", -1)
-            self._count("invalid")
+        except Exception as exc:  # too large for Segment (RuntimeError), or a value the library refuses
+            self._forget(sent, "invalid")
+            too_large = isinstance(exc, RuntimeError)
             self._log_once(
                 f"invalid:{type(exc).__name__}",
                 logging.ERROR,
                 "appevents: Segment refused to queue a %r message (%s); it is counted as invalid",
                 track.event,
-                type(exc).__name__,
+                "over Segment's 32 KB message limit" if too_large else type(exc).__name__,
             )
-            return False
-        if not queued:
-            self._count("accepted", -1)
-            self._count("dropped")
-            return False
-        return True
+            sent.verdict = _Verdict("failed", "invalid:too_large" if too_large else "invalid:message")
+            return
+        if not queued:  # another producer filled the queue since we looked
+            self._forget(sent, "dropped")
+            sent.verdict = _Verdict("retry", "the Segment queue is full")
+            return
+        with self._lock:
+            sent.message = message
+            if sent.verdict is not None and sent.verdict.kind == "retry":  # taken back by shutdown() meanwhile
+                self._counts["undelivered"] += self._withdraw([message])
+
+    def _wait_for_room(self, deadline: float) -> bool:
+        queue = self._client.queue
+        with queue.not_full:  # holds the queue's mutex: look at the deque directly (queue.full() would deadlock)
+            while 0 < queue.maxsize <= len(queue.queue):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    return False
+                queue.not_full.wait(min(remaining, _POLL_S))
+        return not self._closed
+
+    def _forget(self, sent: _Sent, counter: str) -> None:
+        """Stop awaiting ``sent``, which ``track()`` did not queue after all: count it as ``counter`` instead."""
+        with self._lock:
+            self._unregister_locked(sent)
+            self._counts["accepted"] -= 1
+            self._counts[counter] += 1
+
+    def _unregister_locked(self, sent: _Sent) -> None:
+        entries = self._awaiting.get(sent.message_id, [])
+        if sent in entries:
+            entries.remove(sent)
+            if not entries:
+                del self._awaiting[sent.message_id]
+            sent.call.unanswered -= 1
+
+    def _take_back_locked(self, unanswered: Collection[_Sent], reason: str) -> None:
+        """Stop awaiting ``unanswered`` (returned for retry with ``reason``) and take their still-queued messages
+        back out of the library's queue; those in flight are left to the consumer. Holds ``self._lock``."""
+        verdict = _Verdict("retry", reason)
+        for sent in unanswered:
+            self._unregister_locked(sent)
+            sent.verdict = verdict
+        self._counts["undelivered"] += self._withdraw([s.message for s in unanswered if s.message is not None])
+
+    def _withdraw(self, messages: Sequence[Message]) -> int:
+        """Remove these messages (by identity) from the library's queue, as if the consumer had finished them."""
+        if not messages:
+            return 0
+        ids = {id(message) for message in messages}
+        queue = self._client.queue
+        with queue.mutex:
+            kept = [message for message in queue.queue if id(message) not in ids]
+            taken = len(queue.queue) - len(kept)
+            if taken:
+                queue.queue.clear()
+                queue.queue.extend(kept)
+                queue.unfinished_tasks -= taken
+                if queue.unfinished_tasks <= 0:
+                    queue.all_tasks_done.notify_all()
+                queue.not_full.notify(taken)
+        return taken
+
+    def _outcome(self, call: _Call) -> ExportOutcome:
+        outcome = ExportOutcome()
+        reasons: list[str] = []
+        for sent in call.events:
+            verdict = sent.verdict
+            if verdict is None or verdict.kind == "delivered":
+                continue
+            if verdict.kind == "failed":
+                outcome.failed.append((sent.event, verdict.reason))
+            else:
+                outcome.retry.append(sent.event)
+                if verdict.reason not in reasons:
+                    reasons.append(verdict.reason)
+        outcome.retry_reason = redact("; ".join(reasons[:3]), self._secrets.secrets)
+        return outcome
 
     def _count(self, counter: str, n: int = 1) -> None:
         with self._lock:
             self._counts[counter] += n
 
-    # -- library consumer thread -----------------------------------------------------------------------------
-    def _on_send_error(self, error: Exception, batch: Sequence[Any]) -> None:
-        self._count("failed", len(batch))
+    # -- OTel LogRecordExporter --------------------------------------------------------------------------------
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        """``export_events`` over the records that carry appevents events (others are skipped); FAILURE when any
+        lifecycle event was not delivered."""
+        events: list[EncodedEvent] = []
+        for record in batch:
+            event = encoded_from_record(record)
+            if event is None:
+                self._count("skipped")
+            else:
+                events.append(event)
+        outcome = self.export_events(events)
+        delivered = not (outcome.failed or outcome.dropped or outcome.retry)
+        return LogRecordExportResult.SUCCESS if delivered else LogRecordExportResult.FAILURE
+
+    # -- library consumer thread -------------------------------------------------------------------------------
+    def _on_delivered(self, batch: Sequence[Message]) -> None:
+        self._settle(batch, _DELIVERED)
+
+    def _on_send_error(self, error: Exception, batch: Sequence[Message]) -> None:
+        verdict = _verdict_for(error)
+        self._settle(batch, verdict)
         status = getattr(error, "status", None)
         self._log_once(
             f"send:{status if status is not None else type(error).__name__}",
             logging.ERROR,
-            "appevents: Segment did not take a batch of %d message(s): %s. They are counted as failed; "
-            "further failures of this kind are counted, not logged.",
+            "appevents: Segment did not take a batch of %d message(s): %s. They are %s; further failures of this "
+            "kind are counted, not logged.",
             len(batch),
             redact(str(error), self._secrets.secrets),
+            f"counted as failed ({verdict.reason})" if verdict.kind == "failed" else "returned for retry",
         )
 
-    # -- control ---------------------------------------------------------------------------------------------
+    def _settle(self, batch: Sequence[Message], verdict: _Verdict) -> None:
+        """Record Segment's answer to ``batch``: counted per message, and handed to the export awaiting it."""
+        counter = {"delivered": "delivered", "failed": "failed"}.get(verdict.kind, "undelivered")
+        with self._lock:
+            self._counts[counter] += len(batch)
+            for message in batch:
+                message_id = message.get("messageId") if isinstance(message, dict) else None
+                entries = self._awaiting.get(message_id) if isinstance(message_id, str) else None
+                if not entries:
+                    continue  # its export already returned (bound, shutdown)
+                sent = next((s for s in entries if s.message is message), entries[0])
+                self._unregister_locked(sent)
+                sent.verdict = verdict
+            self._lock.notify_all()
+
+    # -- control -----------------------------------------------------------------------------------------------
     def _wait_drained(self, timeout_s: float) -> bool:
         """Wait until every queued message has been answered (sent or given up), up to ``timeout_s``."""
         queue = self._client.queue
@@ -222,50 +460,67 @@ class SegmentExporter(LogRecordExporter):
         return True
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Wait until everything queued so far is delivered or given up; False if the timeout ran out first.
+        """Wait until everything queued so far is answered; False if the timeout ran out first.
 
         The library's consumer waits up to ``upload_interval_ms`` to fill a batch, so a flush can take that long.
         """
         return self._wait_drained(timeout_millis / 1000)
 
     def shutdown(self) -> None:
-        """Deliver what is queued (up to ``shutdown_timeout_ms``), then stop the library's consumer thread.
+        """Stop the exporter and the library's consumer thread (bounded) before returning.
 
-        Messages still queued after that are reported in one warning and stay counted as ``pending``.
+        A running ``export_events`` returns at once, its unanswered events as retry (their queued messages taken
+        back). Messages queued otherwise get up to ``shutdown_timeout_ms`` to be delivered; then the consumer is
+        stopped: it finishes its current request (up to ``timeout_ms``) and re-queues instead of retrying. What is
+        still undelivered then is reported in one warning and stays counted as ``pending``.
         """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        self._wait_drained(self.settings.shutdown_timeout_ms / 1000)
+            self._take_back_locked(
+                [sent for entries in self._awaiting.values() for sent in entries],
+                f"{_SHUT_DOWN} before Segment answered",
+            )
+            self._lock.notify_all()
+        if self._client.queue.qsize():
+            self._wait_drained(self.settings.shutdown_timeout_ms / 1000)
         consumers = self._client.consumers or []
         for consumer in consumers:
             consumer.pause()
-        # A paused consumer finishes its current request (bounded by the request timeout) and its batch wait.
+        # A paused consumer finishes its current request (bounded by the request timeout) and its batch wait; a
+        # backoff between retries ends within 1 s (the library sleeps in 1 s slices).
         join_timeout = self.settings.timeout_ms / 1000 + self.settings.upload_interval_ms / 1000 + 1.0
         for consumer in consumers:
             consumer.join(timeout=join_timeout)
-        undelivered = self._client.queue.unfinished_tasks
+        undelivered = self.stats().pending
         if undelivered:
             _logger.warning(
-                "appevents: Segment exporter shut down with %d message(s) undelivered after %d ms "
-                "(raise APPEVENTS_SEGMENT_SHUTDOWN_TIMEOUT_MS or check that Segment is reachable)",
+                "appevents: Segment exporter shut down with %d message(s) undelivered "
+                "(check that Segment is reachable)",
                 undelivered,
-                self.settings.shutdown_timeout_ms,
             )
-        if not any(consumer.is_alive() for consumer in consumers):
+        if any(consumer.is_alive() for consumer in consumers):
+            _logger.warning("appevents: the Segment consumer thread did not stop within %g s", join_timeout)
+        else:
             logging.getLogger(SEGMENT_LOGGER_NAME).removeFilter(self._secrets)
 
     def stats(self) -> SegmentExportStats:
+        """The counters now (see :class:`SegmentExportStats`)."""
         with self._lock:
-            counts = dict(self._counts)
+            c = dict(self._counts)
+        accepted, delivered = c.get("accepted", 0), c.get("delivered", 0)
+        failed, undelivered = c.get("failed", 0), c.get("undelivered", 0)
         return SegmentExportStats(
-            accepted=counts.get("accepted", 0),
-            skipped=counts.get("skipped", 0),
-            dropped=counts.get("dropped", 0),
-            invalid=counts.get("invalid", 0),
-            failed=counts.get("failed", 0),
-            pending=self._client.queue.unfinished_tasks,
+            accepted=accepted,
+            skipped=c.get("skipped", 0),
+            dropped=c.get("dropped", 0),
+            invalid=c.get("invalid", 0),
+            failed=failed,
+            undelivered=undelivered,
+            delivered=delivered,
+            # Not the library's unfinished_tasks, which drops only after on_error and our delivery count.
+            pending=accepted - delivered - failed - undelivered,
         )
 
 

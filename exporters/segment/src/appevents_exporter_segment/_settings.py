@@ -28,6 +28,9 @@ USER_ID_PLACEHOLDERS = frozenset({"application", "tenant"})
 
 _LIFECYCLE_NAMES = frozenset(name.value for name in ApplicationEventNames)
 
+#: The segment library's longest single backoff between two attempts (``calculate_backoff_delay``).
+_LONGEST_BACKOFF_S = 60.0
+
 
 class SegmentExporterSettings(BaseSettings):
     """Settings of the Segment exporter. Without a write key the exporter is disabled.
@@ -47,12 +50,15 @@ class SegmentExporterSettings(BaseSettings):
     upload_interval_ms: int = Field(default=500, gt=0)
     timeout_ms: int = Field(default=15_000, gt=0)
     max_retries: int = Field(default=10, ge=0)
-    #: Cap on the time spent backing off for one batch before it is given up (and counted as failed).
+    #: Cap on the time spent backing off for one batch before the library gives it up (returned for retry).
     max_total_backoff_ms: int = Field(default=300_000, ge=0)
-    #: Bound of the library's in-memory queue; messages beyond it are dropped and counted.
+    #: Bound of the library's in-memory queue; an export waits for room (up to its bound).
     max_queue_size: int = Field(default=10_000, gt=0)
-    #: How long ``shutdown()`` waits for queued messages to be delivered.
+    #: How long ``shutdown()`` waits for messages still queued outside a running export to be delivered.
     shutdown_timeout_ms: int = Field(default=10_000, ge=0)
+    #: Bound of one ``export_events`` call's wait for Segment's answers; unset: the library's own retry window
+    #: (see :meth:`export_timeout_s`). Messages unanswered by then are returned for retry.
+    export_timeout_ms: int | None = Field(default=None, gt=0)
     event_names: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_EVENT_NAMES))
     user_id_template: str = DEFAULT_USER_ID_TEMPLATE
 
@@ -99,6 +105,17 @@ class SegmentExporterSettings(BaseSettings):
 
     def user_id(self, application: str, tenant: str) -> str:
         return self.user_id_template.format(application=application, tenant=tenant)
+
+    def export_timeout_s(self) -> float:
+        """How long ``export_events`` waits for Segment's answers to one batch.
+
+        ``export_timeout_ms`` when set; else the longest the library takes to answer a batch by itself: the batch
+        wait (``upload_interval_ms``), a first request (``timeout_ms``), backing off for ``max_total_backoff_ms``,
+        then one more backoff (at most 60 s in the library) and request. 390.5 s with the defaults.
+        """
+        if self.export_timeout_ms is not None:
+            return self.export_timeout_ms / 1000
+        return (self.upload_interval_ms + 2 * self.timeout_ms + self.max_total_backoff_ms) / 1000 + _LONGEST_BACKOFF_S
 
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments for ``segment.analytics.Client`` (everything except the write key)."""
