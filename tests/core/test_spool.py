@@ -144,6 +144,7 @@ def test_wait_returns_once_the_event_is_committed_even_with_the_destination_down
     assert EventStore.publish(event, wait=True, timeout_s=5) is True  # committed at once, not at the 5 s timer
     with sqlite3.connect(spool) as db:
         assert db.execute("SELECT event_id FROM events").fetchall() == [(event.event_id,)]
+    assert EventStore.shutdown(timeout_s=0.2), "kept in the spool, not lost"
 
 
 def test_an_unusable_spool_path_is_refused_by_configure_naming_the_path_and_the_os_error(tmp_path: Path) -> None:

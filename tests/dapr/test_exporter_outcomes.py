@@ -250,10 +250,9 @@ def test_a_sidecar_that_is_down_gets_every_event_back_as_retry_within_the_retry_
     assert "\n" not in outcome.retry_reason
     assert exporter.stats().returned == 6
 
+    assert "the retry window (APPEVENTS_DAPR_RETRY_MAX_ELAPSED_S=1)" in outcome.retry_reason
     assert len(exporter.export_events(numbered(2)).retry) == 2
-    [message] = [r.getMessage() for r in caplog.records if "not delivered to Dapr" in r.getMessage()]
-    assert "retry_max_elapsed_s=1 s" in message
-    assert "returned to the engine (kept in the spool when one is configured, otherwise counted as failed)" in message
+    assert not caplog.records, "the engine logs what it does with returned events, once; the exporter does not"
 
 
 # -- shutdown ---------------------------------------------------------------------------------------------------

@@ -62,7 +62,6 @@ _CONTENT_TYPE = "application/json"
 #: Entries per bulk publish request.
 _PUBSUB_CHUNK = 128
 _THREAD_PREFIX = "appevents-dapr"
-_RETURNED = "returned to the engine (kept in the spool when one is configured, otherwise counted as failed)"
 
 #: One request to the sidecar carrying ``chunk``; returns the events it refused one by one, with the error text.
 _Send = Callable[[list[EncodedEvent]], list[tuple[EncodedEvent, str]]]
@@ -232,28 +231,13 @@ class DaprExporter(LogRecordExporter):
         self._returned += len(pending)
         run.outcome.retry.extend(pending)
         last_error = _describe(failure)
+        # The engine logs this once per cause (and keeps or counts the events): the reason carries what it says.
         if self._stopping.is_set():
             run.outcome.retry_reason = "exporter shut down" + (f" (last error: {last_error})" if failure else "")
-            self._log_once(
-                "shutdown-unsettled",
-                logging.WARNING,
-                "appevents: the Dapr exporter was shut down with %d event(s) not delivered yet (last error: %s); "
-                "they are " + _RETURNED,
-                len(pending),
-                last_error,
-            )
             return
-        run.outcome.retry_reason = last_error
-        self._log_once(
-            f"gave-up:{failure_cause(Failure.TRANSIENT, failure)}",
-            logging.ERROR,
-            "appevents: %d event(s) not delivered to Dapr after retrying for %.1f s (retry window "
-            "retry_max_elapsed_s=%g s; last error: %s); they are " + _RETURNED + " (further occurrences are "
-            "counted, not logged)",
-            len(pending),
-            elapsed_s,
-            self.settings.retry_max_elapsed_s,
-            last_error,
+        run.outcome.retry_reason = (
+            f"{last_error}; after retrying for {elapsed_s:.1f} s, the retry window "
+            f"(APPEVENTS_DAPR_RETRY_MAX_ELAPSED_S={self.settings.retry_max_elapsed_s:g})"
         )
 
     def _fail_after_bug(self, run: _Run, exc: Exception) -> None:
