@@ -13,6 +13,10 @@ of it with an :class:`ExportOutcome`:
   failed (the exporter has already retried within its own window); with a spool they stay spooled and the
   engine offers them again after a backoff, for as long as it takes.
 
+Optional exporter attributes the engine reads: ``accepts(event) -> bool`` (events it does not take are never
+offered nor counted against it; called on the publisher's path, keep it a lookup) and ``max_batch_size`` (see
+:func:`preferred_batch_size`).
+
 Two kinds of exporters plug in:
 
 * :class:`EventExporter` (this module): our exporters (``local``, ``memory``, ``dapr``, ``segment``) implement
@@ -32,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-__all__ = ["EncodedEvent", "EventExporter", "ExportOutcome", "Waiter", "wants_event"]
+__all__ = ["EncodedEvent", "EventExporter", "ExportOutcome", "Waiter", "preferred_batch_size", "wants_event"]
 
 
 class Waiter:
@@ -135,6 +139,14 @@ class EventExporter(Protocol):
     def export_events(self, batch: Sequence[EncodedEvent]) -> ExportOutcome: ...
 
     def shutdown(self) -> None: ...
+
+
+def preferred_batch_size(exporter: object, default: int) -> int:
+    """The most events ``exporter`` takes per call: its optional ``max_batch_size`` attribute (e.g. the SQLite log
+    takes thousands: a transaction costs the same few GIL round trips whatever its size), else ``default``
+    (``APPEVENTS_MAX_EXPORT_BATCH_SIZE``)."""
+    size = getattr(exporter, "max_batch_size", None)
+    return size if isinstance(size, int) and size > 0 else default
 
 
 def wants_event(exporter: object, event: EncodedEvent) -> bool:

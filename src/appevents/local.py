@@ -7,7 +7,6 @@ write while ``appevents tail`` reads.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
@@ -23,6 +22,7 @@ from appevents.exporting import EncodedEvent, ExportOutcome
 from appevents.models import Event
 from appevents.records import encoded_from_record, event_from_json
 from appevents.settings import AppEventsSettings
+from appevents.sqlite_batches import insert_rows
 
 __all__ = ["LocalEventLog", "LocalExporter", "StoredEvent", "create_local_exporter"]
 
@@ -44,6 +44,18 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_type ON events (event_type);
 CREATE INDEX IF NOT EXISTS events_by_workflow ON events (workflow_id);
 """
+
+
+_INSERT_BODIES = (
+    "INSERT OR IGNORE INTO events (event_id, event_type, event_name, created_timestamp, published_ns,"
+    " application_name, tenant_id, workflow_id, workflow_run_id, activity_id, body)"
+    " SELECT column1, column2, json_extract(column4, '$.event_name'),"
+    " json_extract(column4, '$.metadata.created_timestamp'), column3,"
+    " json_extract(column4, '$.metadata.application_name'), json_extract(column4, '$.metadata.tenant_id'),"
+    " json_extract(column4, '$.metadata.workflow_id'), json_extract(column4, '$.metadata.workflow_run_id'),"
+    " json_extract(column4, '$.metadata.activity_id'), column4"
+    " FROM (VALUES {rows}) WHERE json_type(column4) = 'object'"
+)
 
 
 @dataclass(frozen=True)
@@ -97,13 +109,33 @@ class LocalEventLog:
         (an event id already stored is ignored: re-delivery after a restart is harmless)."""
         with self._lock, self._db:
             before = self._db.total_changes
-            self._db.executemany(
+            insert_rows(
+                self._db,
                 "INSERT OR IGNORE INTO events (event_id, event_type, event_name, created_timestamp, published_ns,"
-                " application_name, tenant_id, workflow_id, workflow_run_id, activity_id, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " application_name, tenant_id, workflow_id, workflow_run_id, activity_id, body) VALUES {rows}",
+                11,
                 rows,
             )
             return self._db.total_changes - before
+
+    def append_bodies(self, rows: Sequence[tuple[str, str, int | None, str]]) -> list[str]:
+        """Store ``(event_id, event_type, published_ns, event_json)`` rows in one transaction, the other columns
+        read from the JSON by SQLite (off the GIL). Returns the ids of rows not stored because their JSON is not
+        an object; an id already stored is not stored again and is not among them."""
+        with self._lock, self._db:
+            before = self._db.total_changes
+            insert_rows(self._db, _INSERT_BODIES, 4, rows)
+            if self._db.total_changes - before == len(rows):
+                return []
+            ids = [row[0] for row in rows]
+            present: set[str] = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                present.update(
+                    i for (i,) in self._db.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
+                )
+            return [i for i in ids if i not in present]
 
     def query(
         self,
@@ -157,6 +189,10 @@ class LocalExporter(LogRecordExporter):
     one row it cannot take fails alone.
     """
 
+    #: One transaction costs a few GIL round trips (5 ms each beside a busy publisher) whatever its size: big
+    #: batches are what let the log keep up with a tight publishing loop.
+    max_batch_size = 8192
+
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._log: LocalEventLog | None = None
@@ -170,31 +206,22 @@ class LocalExporter(LogRecordExporter):
 
     def export_events(self, batch: Sequence[EncodedEvent]) -> ExportOutcome:
         outcome = ExportOutcome()
-        rows: list[tuple[EncodedEvent, tuple[object, ...]]] = []
-        for event in batch:
-            try:
-                rows.append((event, _row(event)))
-            except (ValueError, TypeError, AttributeError) as exc:
-                outcome.failed.append((event, "invalid_body"))
-                self._log_once("invalid", logging.ERROR, "appevents: local: an event body is not an event: %s", exc)
         try:
             log = self._open()
         except (OSError, sqlite3.Error) as exc:
-            outcome.retry = [event for event, _ in rows]
+            outcome.retry = list(batch)
             outcome.retry_reason = f"cannot open the event log at {self.path}: {type(exc).__name__}: {exc}"
-            self._log_once(f"open:{type(exc).__name__}", logging.ERROR, "appevents: local: %s", outcome.retry_reason)
             return outcome
+        rows = [(event.event_id, event.event_type, event.timestamp_ns, event.body.decode()) for event in batch]
         try:
-            log.append_rows([row for _, row in rows])
-        except sqlite3.OperationalError as exc:  # locked, disk full, I/O error: may work later
-            outcome.retry = [event for event, _ in rows]
-            outcome.retry_reason = f"the event log at {self.path} refused a write: {exc}"
-        except sqlite3.Error:
-            for event, row in rows:  # find the row it cannot take; the others are stored
-                try:
-                    log.append_rows([row])
-                except sqlite3.Error as exc:
-                    outcome.failed.append((event, f"refused:{type(exc).__name__}"))
+            refused = set(log.append_bodies(rows))
+        except sqlite3.Error as exc:  # locked for too long, disk full, I/O error: may work later
+            outcome.retry = list(batch)
+            outcome.retry_reason = f"the event log at {self.path} refused a write: {type(exc).__name__}: {exc}"
+            return outcome
+        if refused:
+            outcome.failed = [(event, "invalid_body") for event in batch if event.event_id in refused]
+            self._log_once("invalid", logging.ERROR, "appevents: local: %d event body(ies) not stored", len(refused))
         return outcome
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
@@ -211,24 +238,6 @@ class LocalExporter(LogRecordExporter):
         if self._log is not None:
             self._log.close()
             self._log = None
-
-
-def _row(event: EncodedEvent) -> tuple[object, ...]:
-    parsed = json.loads(event.body)
-    metadata = parsed["metadata"]
-    return (
-        event.event_id,
-        event.event_type,
-        parsed.get("event_name"),
-        metadata.get("created_timestamp"),
-        event.timestamp_ns,
-        metadata.get("application_name"),
-        metadata.get("tenant_id"),
-        metadata.get("workflow_id"),
-        metadata.get("workflow_run_id"),
-        metadata.get("activity_id"),
-        event.body.decode(),
-    )
 
 
 def create_local_exporter(settings: AppEventsSettings) -> LocalExporter:

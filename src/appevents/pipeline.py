@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from appevents.delivery import DeliveryStats
 from appevents.engine import Channel, SpoolWriter, sink_for
 from appevents.errors import ConfigurationError
-from appevents.exporting import EncodedEvent
+from appevents.exporting import EncodedEvent, preferred_batch_size
 from appevents.records import LOGGER_NAME
 from appevents.settings import AppEventsSettings
 from appevents.spool import Spool
@@ -207,7 +207,7 @@ class Pipeline:
                 exporter,
                 sink_for(exporter, resource, scope),
                 max_queue_size=settings.max_queue_size,
-                max_batch=settings.max_export_batch_size,
+                max_batch=preferred_batch_size(exporter, settings.max_export_batch_size),
                 schedule_delay_s=settings.schedule_delay_ms / 1000,
                 spool_owner=spool.owner if spool is not None else None,
                 spool_reader=spool.reader if spool is not None else None,
