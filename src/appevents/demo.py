@@ -153,7 +153,7 @@ def run_demo(*, temporal: bool = True, temporal_address: str | None = None) -> i
     print(
         f"\n{watcher.landed} events landed in {settings.local_path} in {elapsed:.2f}s "
         f"({watcher.landed / elapsed:,.0f} events/s); stats: "
-        + ", ".join(f"{name}: {s.exported} exported, {s.failed} failed" for name, s in stats.items())
+        + ", ".join(f"{name}: {s.delivered} delivered, {s.failed} failed" for name, s in stats.items())
     )
     failed = sum(s.failed + s.dropped for s in stats.values())
     return 0 if watcher.landed >= published and failed == 0 else 1

@@ -54,7 +54,7 @@ def test_a_redelivered_event_is_stored_once(tmp_path: Path) -> None:
     EventStore.publish(event)
     EventStore.publish(Event.model_validate_json(event.model_dump_json()))
     assert EventStore.flush_sync(5)
-    assert EventStore.stats()["local"].exported == 2
+    assert EventStore.stats()["local"].delivered == 2
     log = LocalEventLog(tmp_path / "dup.db")
     assert log.count() == 1
     [stored] = log.query()

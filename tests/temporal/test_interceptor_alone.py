@@ -43,6 +43,6 @@ async def test_interceptor_alone_configures_from_the_environment_outside_workflo
     ]
     published = [e.event_id for e in of_workflow(exporter.events, workflow_id) if e.event_type.startswith("order.")]
     assert published == ids
-    assert EventStore.stats()["memory"].exported == len(exporter.events)
+    assert EventStore.stats()["memory"].delivered == len(exporter.events)
     assert EventStore.unpublished_count() == 0
     assert len(builders) == 1  # one pipeline, never rebuilt from a workflow thread
