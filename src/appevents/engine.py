@@ -579,7 +579,10 @@ class SpoolWriter:
         self._thread.join(max(0.0, deadline - time.monotonic()))
 
     def finish(self, *, settled: bool) -> None:
-        """Final checkpoint after the channels stopped, then close the spool."""
+        """Final checkpoint after the channels stopped, then close the spool. A writer still stuck in SQLite (a
+        lock held by another process) keeps its connection: the last checkpoint then is the one it made."""
+        if self._thread.is_alive():
+            return
         try:
             self.checkpoint()
         finally:

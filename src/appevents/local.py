@@ -191,7 +191,7 @@ class LocalExporter(LogRecordExporter):
 
     #: One transaction costs a few GIL round trips (5 ms each beside a busy publisher) whatever its size: big
     #: batches are what let the log keep up with a tight publishing loop.
-    max_batch_size = 8192
+    max_batch_size = 4096
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)

@@ -165,6 +165,7 @@ class Pipeline:
         self._all: tuple[Channel, ...] = ()  # channels that take every event
         self._filtered: tuple[Channel, ...] = ()  # channels with an accepts() filter
         self._ready = False
+        self._shutting_down = False
         self._closed = False
         self._startup: deque[EncodedEvent] = deque()
         self._build_lock = threading.Lock()
@@ -201,8 +202,8 @@ class Pipeline:
                     f"the spool at {settings.spool_path} (APPEVENTS_SPOOL_PATH) cannot be opened: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
-        for name, exporter in exporters.items():
-            self.channels[name] = Channel(
+        channels = {
+            name: Channel(
                 name,
                 exporter,
                 sink_for(exporter, resource, scope),
@@ -211,21 +212,36 @@ class Pipeline:
                 schedule_delay_s=settings.schedule_delay_ms / 1000,
                 spool_owner=spool.owner if spool is not None else None,
                 spool_reader=spool.reader if spool is not None else None,
-            ).start()
-        if spool is not None:
-            self.writer = SpoolWriter(
-                spool, list(self.channels.values()), commit_interval_s=settings.spool_commit_interval_ms / 1000
-            ).start()
-        self._all = tuple(c for c in self.channels.values() if getattr(c.exporter, "accepts", None) is None)
-        self._filtered = tuple(c for c in self.channels.values() if c not in self._all)
-        self._go_live()
+            )
+            for name, exporter in exporters.items()
+        }
+        # Going live is brief (threads started, the startup queue routed): publishers wait on this lock only while
+        # the pipeline is not live yet, and the slow part (exporters, the spool) is done above.
+        with self._build_lock:
+            if self._closed:  # shut down while this was being built: start nothing
+                for exporter in exporters.values():
+                    _shutdown_exporter(exporter)
+                if spool is not None:
+                    spool.close(settled=True)
+                return
+            self.channels = {name: channel.start() for name, channel in channels.items()}
+            if spool is not None:
+                self.writer = SpoolWriter(
+                    spool, list(self.channels.values()), commit_interval_s=settings.spool_commit_interval_ms / 1000
+                ).start()
+            self._all = tuple(c for c in self.channels.values() if getattr(c.exporter, "accepts", None) is None)
+            self._filtered = tuple(c for c in self.channels.values() if c not in self._all)
+            self._go_live_locked()
 
     def _go_live(self) -> None:
-        """Route what waited in the startup queue, in order, then let callers route directly."""
         with self._build_lock:
-            while self._startup:
-                self._route(self._startup.popleft())
-            self._ready = True
+            self._go_live_locked()
+
+    def _go_live_locked(self) -> None:
+        """Route what waited in the startup queue, in order, then let callers route directly."""
+        while self._startup:
+            self._route(self._startup.popleft())
+        self._ready = True
 
     @property
     def has_destinations(self) -> bool:
@@ -299,14 +315,17 @@ class Pipeline:
         stays in the spool for the next start, and the warning says so.
         """
         deadline = time.monotonic() + timeout_s
-        if self._closed:
-            return True
-        self._closed = True
+        with self._build_lock:
+            if self._shutting_down:
+                return True
+            self._shutting_down = True
         built = self._wait_built(deadline)
+        with self._build_lock:
+            self._closed = True  # a builder still at work starts nothing (see _build)
+            lost_at_start = 0 if self._ready else len(self._startup)
+            self._startup.clear()
+            self._ready = True
         if not built:
-            with self._build_lock:
-                lost_at_start, self._startup = len(self._startup), deque()
-                self._ready = True
             _logger.warning(
                 "appevents: the event pipeline was still being built at shutdown; %d event(s) lost", lost_at_start
             )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 __all__ = ["insert_rows"]
 
 #: Rows per statement, whatever the column count: large enough to amortise, small enough for every SQLite build.
-_MAX_ROWS = 8000
+_MAX_ROWS = 4096
 
 
 def insert_rows(db: sqlite3.Connection, statement: str, width: int, rows: Sequence[Sequence[object]]) -> None:
