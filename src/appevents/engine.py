@@ -184,7 +184,7 @@ class Channel:
             self._drop_at_door(event, "shutdown" if self._closing else "queue_full")
             return
         self._queue.append(event)
-        if event.waiter is not None or len(self._queue) >= self._max_batch:
+        if (event.waiter is not None or len(self._queue) >= self._max_batch) and not self._wake.is_set():
             self._wake.set()
 
     def _drop_at_door(self, event: EncodedEvent, reason: str) -> None:
@@ -519,11 +519,6 @@ class SpoolWriter:
 
     def _settle(self, batch: list[EncodedEvent], taken: int, reason: str) -> None:
         committed, refused = batch[:taken], batch[taken:]
-        with self._lock:
-            self._submitted += len(batch)
-            self._committed += taken
-            self._dropped[reason] += len(refused)
-            self._lock.notify_all()
         if refused and not self._full_warned:
             self._full_warned = True
             _logger.warning(
@@ -535,13 +530,19 @@ class SpoolWriter:
             )
         elif not refused:
             self._full_warned = False
+        # The channels hear of the commit before a flush waiting here does: it then reads their new targets.
         for channel in self._channels:
             wanted = sum(1 for event in committed if channel.wants(event))
             if wanted:
                 channel.committed(wanted)
-        for event in batch:
+        with self._lock:
+            self._submitted += len(batch)
+            self._committed += taken
+            self._dropped[reason] += len(refused)
+            self._lock.notify_all()
+        for index, event in enumerate(batch):
             if event.waiter is not None:
-                event.waiter.release(event in committed)
+                event.waiter.release(index < taken)
 
     def checkpoint(self) -> None:
         cursors: dict[str, dict[str, int]] = {}
