@@ -54,7 +54,7 @@ _INSERT_BODIES = (
     " json_extract(column4, '$.metadata.application_name'), json_extract(column4, '$.metadata.tenant_id'),"
     " json_extract(column4, '$.metadata.workflow_id'), json_extract(column4, '$.metadata.workflow_run_id'),"
     " json_extract(column4, '$.metadata.activity_id'), column4"
-    " FROM (VALUES {rows}) WHERE json_type(column4) = 'object'"
+    " FROM (VALUES {rows}) WHERE CASE WHEN json_valid(column4) THEN json_type(column4) = 'object' END"
 )
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from appevents import Event, EventStore, configure
-from appevents.local import LocalEventLog
+from appevents.exporting import EncodedEvent
+from appevents.local import LocalEventLog, LocalExporter
+from appevents.records import record_attributes
 from appevents.settings import AppEventsSettings
 
 _PUBLISHER = """
@@ -97,3 +99,33 @@ def test_sigterm_drains_queued_events_before_the_process_ends(tmp_path: Path) ->
     result = subprocess.run([sys.executable, "-c", _KILLED_PUBLISHER], env=env, timeout=45)
     assert result.returncode == 128 + 15
     assert sorted(e.data["i"] for e in LocalEventLog(db)) == list(range(1000))  # type: ignore[type-var]
+
+
+def _encoded(event: Event) -> EncodedEvent:
+    body = event.model_dump_json().encode()
+    return EncodedEvent(event.event_id, event.event_type, body, record_attributes(event), 1)
+
+
+def test_a_body_that_is_not_an_event_fails_alone_and_its_batch_is_stored(tmp_path: Path) -> None:
+    exporter = LocalExporter(tmp_path / "events.db")
+    good = [_encoded(Event(event_type="batch.item", data={"i": i})) for i in range(200)]
+    bad = EncodedEvent("4f3c2b1a-0000-4000-8000-000000000000", "batch.item", b"[not an event", {}, 1)
+    outcome = exporter.export_events([*good[:100], bad, *good[100:]])
+    assert outcome.failed == [(bad, "invalid_body")] and outcome.retry == [] and outcome.dropped == []
+    assert LocalEventLog(tmp_path / "events.db").count() == 200
+    again = exporter.export_events(good[:10])  # re-delivered after a restart: ignored, and not a failure
+    assert (again.failed, again.retry) == ([], [])
+    assert LocalEventLog(tmp_path / "events.db").count() == 200
+    exporter.shutdown()
+
+
+def test_an_unusable_log_path_is_named_with_the_os_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    configure(AppEventsSettings(exporters=["local"], local_path=blocker / "events.db", schedule_delay_ms=20))
+    EventStore.publish(Event(event_type="batch.item"))
+    assert EventStore.flush_sync(5)
+    stats = EventStore.stats()["local"]
+    assert (stats.failed, stats.failed_reasons) == (1, {"unavailable": 1})
+    [message] = [r.getMessage() for r in caplog.records if "could not deliver" in r.getMessage()]
+    assert str(blocker / "events.db") in message and "FileExistsError" in message
