@@ -282,6 +282,9 @@ class Channel:
         attempt = 0
         while batch:
             outcome = self._call(batch)
+            if outcome.retry and source is None and self._stop.is_set():  # cut off by shutdown: lost, and said so
+                outcome.dropped.extend((event, "shutdown") for event in outcome.retry)
+                outcome.retry = []
             if outcome.retry and source is None:  # memory mode: the exporter has retried within its window already
                 self._log_once(
                     "gave-up",

@@ -20,10 +20,12 @@ whose data contains a marker fail, every time); for bulk publish, :meth:`DaprSid
 :meth:`DaprSidecar.refuse_next_entries` make single entries fail with an error text, as daprd reports a broker's
 refusal (in the response's ``failedEntries``, the call itself succeeds). ``max_message_bytes`` caps a request like
 daprd's gRPC server does (``RESOURCE_EXHAUSTED`` beyond it). The HTTP receiver answers 401 to revoked
-``Authorization`` values (:attr:`HttpReceiver.revoked`). :meth:`stop`/:meth:`start` keep the same ports.
+``Authorization`` values (:attr:`HttpReceiver.revoked`), and takes :attr:`HttpReceiver.delay_s` to answer (a
+slow endpoint). :meth:`stop`/:meth:`start` keep the same ports.
 
 Run standalone: ``python tests/support/dapr_sidecar.py --component eventstore=bindings.noop`` prints
-``READY <grpc_port> <http_port>`` and serves until killed.
+``READY <grpc_port> <http_port>`` and serves until killed; ``--grpc-port``/``--http-port`` choose the ports (a
+test that kills the process starts it again on the same address).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -139,12 +142,14 @@ class _QuietHandler(BaseHTTPRequestHandler):
 
 class HttpReceiver:
     """The endpoint behind a ``bindings.http`` component: records every request; answers ``status``, or 401 to
-    a request whose ``Authorization`` header is in ``revoked`` (a token the identity provider revoked)."""
+    a request whose ``Authorization`` header is in ``revoked`` (a token the identity provider revoked), after
+    ``delay_s`` (a slow endpoint; the request is recorded after the delay, just before the answer)."""
 
     def __init__(self) -> None:
         self.requests: list[ReceivedRequest] = []
         self.status = 200
         self.revoked: set[str] = set()
+        self.delay_s = 0.0
         self._lock = threading.Lock()
         receiver = self
 
@@ -153,6 +158,8 @@ class HttpReceiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 headers = dict(self.headers.items())
+                if receiver.delay_s:
+                    time.sleep(receiver.delay_s)
                 with receiver._lock:
                     status = 401 if headers.get("Authorization") in receiver.revoked else receiver.status
                     receiver.requests.append(ReceivedRequest(self.path, headers, body, status))
@@ -319,9 +326,11 @@ class DaprSidecar:
         record: bool = True,
         max_workers: int = 64,
         max_message_bytes: int | None = None,
+        grpc_port: int | None = None,
+        http_port: int | None = None,
     ) -> None:
-        self.grpc_port = free_port()
-        self.http_port = free_port()
+        self.grpc_port = grpc_port or free_port()
+        self.http_port = http_port or free_port()
         self.api_token = api_token
         self.app_id = "appevents-test"
         self.record = record
@@ -547,8 +556,16 @@ def main() -> None:
     parser.add_argument("--api-token", default=None)
     parser.add_argument("--max-workers", type=int, default=64)
     parser.add_argument("--counting", action="store_true", help="asyncio server that only counts (benchmarks)")
+    parser.add_argument("--grpc-port", type=int, default=None, help="default: a free port")
+    parser.add_argument("--http-port", type=int, default=None, help="default: a free port")
     args = parser.parse_args()
-    sidecar = DaprSidecar(api_token=args.api_token, record=False, max_workers=args.max_workers)
+    sidecar = DaprSidecar(
+        api_token=args.api_token,
+        record=False,
+        max_workers=args.max_workers,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+    )
     for spec in args.component:
         name, _, rest = spec.partition("=")
         ctype, _, url = rest.partition("@")
