@@ -78,8 +78,9 @@ def sink_for(exporter: object, resource: Resource, scope: InstrumentationScope) 
             result = exporter.export([_readable(event, resource, scope) for event in batch])
             if result is LogRecordExportResult.SUCCESS:
                 return ExportOutcome()
-            # OTel's interface answers per batch: the whole batch counts as failed.
-            return ExportOutcome(failed=[(event, "exporter_failure") for event in batch])
+            # OTel's interface answers per batch, without saying why: the batch is returned as not deliverable now
+            # (kept in the spool in durable mode, counted failed without one).
+            return ExportOutcome(retry=list(batch), retry_reason=f"{type(exporter).__name__} reported FAILURE")
 
         return export_records
     if isinstance(exporter, LogRecordProcessor):
@@ -205,10 +206,18 @@ class Channel:
 
     # -- spool writer (spool mode) -------------------------------------------------------------------------------
     def committed(self, count: int) -> None:
-        """``count`` events for this channel were committed to the spool."""
+        """``count`` events for this channel are being committed to the spool (negative: the commit failed)."""
         with self._lock:
             self._counts.committed += count
-        self._wake.set()
+
+    def wake(self) -> None:
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def own_cursor(self) -> int:
+        """How far (seq) this channel has settled its own pipeline's events (spool mode)."""
+        with self._lock:
+            return self._sources[-1].cursor if self._sources else 0
 
     def adopt(self, orphan: Orphan) -> None:
         """Replay an orphan's rows from its cursor for this exporter (0 if it had none), before our own."""
@@ -265,7 +274,19 @@ class Channel:
                 source = next((s for s in self._sources if not s.finished), None)
             if source is None:
                 return [], None, 0
-            rows = reader.read(source.owner, source.cursor, self._max_batch)
+            try:
+                rows = reader.read(source.owner, source.cursor, self._max_batch)
+            except Exception as exc:  # locked past the busy timeout, I/O error: try again later, never give up
+                self._log_once(
+                    f"read:{type(exc).__name__}",
+                    logging.ERROR,
+                    "appevents: %s could not read the spool (%s: %s); retrying",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                )
+                self._stop.wait(1.0)
+                return [], None, 0
             if not rows:
                 if not source.orphan:
                     return [], None, 0
@@ -317,8 +338,9 @@ class Channel:
             if self._stop.wait(delay / 2 + random.uniform(0, delay / 2)):
                 return  # stopped: what is not settled stays in the spool, the cursor stays before it
         if source is not None:
-            with self._lock:
+            with self._progress:
                 source.cursor = max(source.cursor, last_seq)
+                self._progress.notify_all()
             if attempt:
                 self._log_once.reset("kept")
 
@@ -364,13 +386,23 @@ class Channel:
         c = self._counts
         return c.committed if self.spooled else c.taken + len(self._queue)
 
-    def flush(self, deadline: float) -> bool:
-        """Wait until every event accepted before this call is settled; False if ``deadline`` passed first."""
-        with self._progress:
-            target = self._settled_target_locked()
+    def flush(self, deadline: float, seq: int = 0) -> bool:
+        """Wait until every event accepted before this call is settled — in spool mode, until this channel's cursor
+        has passed ``seq`` (the last one committed) — False if ``deadline`` passed first."""
+        if self.spooled:
+
+            def done() -> bool:  # called with the lock held
+                return not self._sources or self._sources[-1].cursor >= seq
+        else:
+            with self._progress:
+                target = self._settled_target_locked()
+
+            def done() -> bool:
+                return self._counts.settled >= target
+
         self._wake.set()
         with self._progress:
-            while self._counts.settled < target:
+            while not done():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._thread.is_alive():
                     return False
@@ -383,20 +415,20 @@ class Channel:
         self._closing = True
         self._wake.set()
 
-    def close(self, deadline: float) -> None:
-        """Settle what is queued by ``deadline``, then stop the thread and the exporter (before returning).
-
-        Out of time, the exporter is shut down while it works, which makes a running export return its unsettled
-        events: they stay pending in the spool (spool mode), or are counted as dropped, reason ``shutdown``
-        (memory mode: they are lost, and said so).
-        """
-        self.begin_close()
+    def join(self, deadline: float) -> bool:
+        """Wait (by ``deadline``) for the thread to end after :meth:`begin_close`; True if it has."""
         self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._thread.is_alive():
-            self._stop.set()
-            self._wake.set()
+        return not self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Out of time: stop now. Shutting the exporter down makes a running export return its unsettled events:
+        they stay pending in the spool (spool mode), or are counted as dropped, reason ``shutdown``."""
+        self._stop.set()
+        self._wake.set()
         _shutdown_quietly(self)
-        self._thread.join(5.0)
+
+    def count_leftovers(self) -> None:
+        """After the thread ended: events still queued (memory mode) are lost at shutdown — counted as dropped."""
         with self._lock:
             left = list(self._queue)
             self._queue.clear()
@@ -438,16 +470,20 @@ def _shutdown_quietly(channel: Channel) -> None:
 class SpoolWriter:
     """Group-commits published events to the spool and tells the channels; checkpoints cursors; adopts orphans."""
 
-    def __init__(self, spool: Spool, channels: Sequence[Channel], *, commit_interval_s: float) -> None:
+    def __init__(self, spool: Spool, channels: Sequence[Channel], *, commit_interval_s: float, max_inbox: int) -> None:
         self.spool = spool
         self._channels = list(channels)
         self._interval = commit_interval_s
+        self._max_inbox = max_inbox
         self._inbox: deque[EncodedEvent] = deque()
         self._wake = threading.Event()
         self._lock = threading.Condition()
-        self._submitted = 0
+        self._taken = 0  # taken out of the inbox by the writer (counted under the lock, as the inbox is emptied)
         self._committed = 0
         self._dropped: Counter[str] = Counter()
+        self._dropped_at_door = 0
+        #: The seq of this pipeline's last committed event: what a flush waits for every channel's cursor to pass.
+        self.last_seq = 0
         self._closing = False
         self._full_warned = False
         self._log_once = LogOnce(_logger)
@@ -455,27 +491,48 @@ class SpoolWriter:
         self._thread = threading.Thread(target=self._run, name="appevents-spool", daemon=True)
 
     def start(self) -> SpoolWriter:
-        for orphan in self.spool.claim_orphans():
-            self._adopt(orphan)
+        self._claim_orphans()
         self._thread.start()
         return self
 
-    def _adopt(self, orphan: Orphan) -> None:
-        self._adopting[orphan.owner] = {c.name for c in self._channels}
-        for channel in self._channels:
-            channel.adopt(orphan)
+    def _claim_orphans(self) -> None:
+        claimed, left = self.spool.claim_orphans()
+        for orphan in claimed:
+            self._adopting[orphan.owner] = {c.name for c in self._channels}
+            for channel in self._channels:
+                channel.adopt(orphan)
+        for owner, exporters in left:
+            self._log_once(
+                f"left:{owner}",
+                logging.WARNING,
+                "appevents: the spool at %s holds events of a previous run for exporters %s, not all configured "
+                "here (%s); they are left for a run that has them",
+                self.spool.path,
+                exporters or "(none)",
+                ", ".join(self.spool.exporters),
+            )
 
     # -- publishing caller ---------------------------------------------------------------------------------------
     def submit(self, event: EncodedEvent) -> None:
-        if self._closing:
+        if self._closing or len(self._inbox) >= self._max_inbox:
+            reason = "shutdown" if self._closing else "queue_full"
             with self._lock:
-                self._submitted += 1
-                self._dropped["shutdown"] += 1
+                self._dropped_at_door += 1
+                self._dropped[reason] += 1
             if event.waiter is not None:
                 event.waiter.release(False)
+            if reason == "queue_full":
+                self._log_once(
+                    "inbox-full",
+                    logging.WARNING,
+                    "appevents: %d events wait for the spool writer (the spool at %s is slow or locked); new "
+                    "events are dropped and counted",
+                    self._max_inbox,
+                    self.spool.path,
+                )
             return
         self._inbox.append(event)
-        if event.waiter is not None:
+        if event.waiter is not None and not self._wake.is_set():
             self._wake.set()
 
     # -- writer thread -------------------------------------------------------------------------------------------
@@ -486,42 +543,65 @@ class SpoolWriter:
             self._wake.wait(self._interval)
             self._wake.clear()
             closing = self._closing
-            try:
-                self._commit()
-                now = time.monotonic()
-                if now >= next_checkpoint or closing:
-                    self.checkpoint()
-                    next_checkpoint = now + 1.0
-                if now >= next_scan:
-                    for orphan in self.spool.claim_orphans():
-                        self._adopt(orphan)
-                    next_scan = now + 5.0
-            except Exception as exc:  # disk full, locked for too long...: counted per event in _commit
-                self._log_once(
-                    f"spool:{type(exc).__name__}",
-                    logging.ERROR,
-                    "appevents: the spool at %s failed: %s: %s",
-                    self.spool.path,
-                    type(exc).__name__,
-                    exc,
-                )
+            now = time.monotonic()
+            for step, due in (
+                (self._commit, True),
+                (self.checkpoint, now >= next_checkpoint or closing),
+                (self.spool.heartbeat, now >= next_checkpoint),
+                (self._claim_orphans, now >= next_scan and not closing),
+            ):
+                if not due:
+                    continue
+                try:
+                    step()
+                except Exception as exc:  # disk full, locked for too long...: each step is tried on its own
+                    self._log_once(
+                        f"spool:{type(exc).__name__}",
+                        logging.ERROR,
+                        "appevents: the spool at %s failed: %s: %s",
+                        self.spool.path,
+                        type(exc).__name__,
+                        exc,
+                    )
+            if now >= next_checkpoint:
+                next_checkpoint = now + 1.0
+            if now >= next_scan:
+                next_scan = now + 5.0
             if closing and not self._inbox:
                 return
 
     def _commit(self) -> None:
-        inbox = self._inbox
-        batch = [inbox.popleft() for _ in range(len(inbox))]
+        with self._lock:
+            batch = [self._inbox.popleft() for _ in range(len(self._inbox))]
+            self._taken += len(batch)
         if not batch:
             return
         try:
-            taken = self.spool.append(batch)
+            taken, last_seq = self.spool.append(batch)
         except Exception:
             self._settle(batch, 0, "spool_error")
             raise
+        committed = batch[:taken]
+        # Counted by the channels before the rows are visible: a channel never settles a row it has not counted.
+        wanted = [sum(1 for event in committed if channel.wants(event)) for channel in self._channels]
+        for channel, count in zip(self._channels, wanted, strict=True):
+            channel.committed(count)
+        try:
+            self.spool.commit()
+        except Exception:
+            for channel, count in zip(self._channels, wanted, strict=True):
+                channel.committed(-count)
+            self.spool.rollback()
+            self._settle(batch, 0, "spool_error")
+            raise
+        if taken:
+            self.last_seq = last_seq
+        for channel in self._channels:
+            channel.wake()
         self._settle(batch, taken, "spool_full")
 
     def _settle(self, batch: list[EncodedEvent], taken: int, reason: str) -> None:
-        committed, refused = batch[:taken], batch[taken:]
+        refused = len(batch) - taken
         if refused and not self._full_warned:
             self._full_warned = True
             _logger.warning(
@@ -529,19 +609,13 @@ class SpoolWriter:
                 "are refused; raise APPEVENTS_SPOOL_MAX_BYTES or check the destinations)",
                 self.spool.path,
                 f"is full ({self.spool.max_bytes} bytes)" if reason == "spool_full" else "failed",
-                len(refused),
+                refused,
             )
         elif not refused:
             self._full_warned = False
-        # The channels hear of the commit before a flush waiting here does: it then reads their new targets.
-        for channel in self._channels:
-            wanted = sum(1 for event in committed if channel.wants(event))
-            if wanted:
-                channel.committed(wanted)
         with self._lock:
-            self._submitted += len(batch)
             self._committed += taken
-            self._dropped[reason] += len(refused)
+            self._dropped[reason] += refused
             self._lock.notify_all()
         for index, event in enumerate(batch):
             if event.waiter is not None:
@@ -557,7 +631,7 @@ class SpoolWriter:
             for owner in finished:
                 finished_by.setdefault(owner, set()).add(channel.name)
         done = [o for o, names in self._adopting.items() if names <= finished_by.get(o, set())]
-        self.spool.checkpoint({o: c for o, c in cursors.items() if o not in done}, done)
+        self.spool.checkpoint(cursors, done)
         for owner in done:
             del self._adopting[owner]
         for channel in self._channels:
@@ -566,10 +640,11 @@ class SpoolWriter:
     # -- control -------------------------------------------------------------------------------------------------
     def flush(self, deadline: float) -> bool:
         """Wait until everything submitted before this call is committed (or refused)."""
-        target = self._submitted + len(self._inbox)
+        with self._lock:
+            target = self._taken + len(self._inbox)
         self._wake.set()
         with self._lock:
-            while self._submitted < target:
+            while self._committed + sum(self._dropped.values()) - self._dropped_at_door < target:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._thread.is_alive():
                     return False
@@ -577,12 +652,12 @@ class SpoolWriter:
         return True
 
     def close_intake(self, deadline: float) -> None:
-        """Commit what was submitted, refuse what comes later, stop the writer thread."""
+        """Commit what was submitted, refuse what comes later, stop the writer thread (by ``deadline``)."""
         self._closing = True
         self._wake.set()
         self._thread.join(max(0.0, deadline - time.monotonic()))
 
-    def finish(self, *, settled: bool) -> None:
+    def finish(self) -> None:
         """Final checkpoint after the channels stopped, then close the spool. A writer still stuck in SQLite (a
         lock held by another process) keeps its connection: the last checkpoint then is the one it made."""
         if self._thread.is_alive():
@@ -590,16 +665,18 @@ class SpoolWriter:
         try:
             self.checkpoint()
         finally:
-            self.spool.close(settled=settled and not self._adopting)
+            self.spool.close()
 
     @property
     def thread_alive(self) -> bool:
         return self._thread.is_alive()
 
     def stats(self) -> DeliveryStats:
+        """The ``spool`` stage: events committed count as delivered; refused ones (full, failed, closed) as
+        dropped; pending are waiting for (or in) a commit."""
         with self._lock:
             dropped = sum(self._dropped.values())
-            accepted = self._submitted + len(self._inbox)
+            accepted = self._taken + len(self._inbox) + self._dropped_at_door
             return DeliveryStats(
                 accepted=accepted,
                 delivered=self._committed,

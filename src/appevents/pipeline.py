@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 EXPORTER_ENTRY_POINT_GROUP = "appevents.exporters"
+#: How long shutdown waits, past its deadline, for exporters it interrupted to return (all together).
+_STOP_GRACE_S = 5.0
 _logger = logging.getLogger("appevents")
 
 
@@ -194,7 +196,12 @@ class Pipeline:
         spool: Spool | None = None
         if settings.spool_path is not None:
             try:
-                spool = Spool(settings.spool_path, max_bytes=settings.spool_max_bytes, sync=settings.spool_sync)
+                spool = Spool(
+                    settings.spool_path,
+                    max_bytes=settings.spool_max_bytes,
+                    exporters=list(exporters),
+                    sync=settings.spool_sync,
+                )
             except Exception as exc:
                 for exporter in exporters.values():
                     _shutdown_exporter(exporter)
@@ -222,12 +229,15 @@ class Pipeline:
                 for exporter in exporters.values():
                     _shutdown_exporter(exporter)
                 if spool is not None:
-                    spool.close(settled=True)
+                    spool.close()
                 return
             self.channels = {name: channel.start() for name, channel in channels.items()}
             if spool is not None:
                 self.writer = SpoolWriter(
-                    spool, list(self.channels.values()), commit_interval_s=settings.spool_commit_interval_ms / 1000
+                    spool,
+                    list(self.channels.values()),
+                    commit_interval_s=settings.spool_commit_interval_ms / 1000,
+                    max_inbox=settings.max_queue_size,
                 ).start()
             self._all = tuple(c for c in self.channels.values() if getattr(c.exporter, "accepts", None) is None)
             self._filtered = tuple(c for c in self.channels.values() if c not in self._all)
@@ -295,7 +305,8 @@ class Pipeline:
             return False
         if self.writer is not None and not self.writer.flush(deadline):
             return False
-        flushed = all([channel.flush(deadline) for channel in self.channels.values()])
+        seq = self.writer.last_seq if self.writer is not None else 0
+        flushed = all([channel.flush(deadline, seq) for channel in self.channels.values()])
         for channel in self.channels.values():
             force_flush = getattr(channel.exporter, "force_flush", None)
             if force_flush is not None:
@@ -331,16 +342,28 @@ class Pipeline:
             )
         if self.writer is not None:
             self.writer.close_intake(deadline)
-        for channel in self.channels.values():
-            channel.begin_close()  # all drain together; close() below waits for each in turn
-        for channel in self.channels.values():
-            channel.close(deadline)
+        channels = list(self.channels.values())
+        for channel in channels:
+            channel.begin_close()  # all drain together
+        ended = [channel.join(deadline) for channel in channels]
+        for channel, done in zip(channels, ended, strict=True):
+            if not done:
+                channel.stop()  # out of time: the exporter is shut down under its running export
+        grace = time.monotonic() + _STOP_GRACE_S
+        for channel, done in zip(channels, ended, strict=True):
+            if done:
+                _shutdown_exporter(channel.exporter)
+            else:
+                channel.join(grace)
+            channel.count_leftovers()
         stats = self.stats()
         if self.writer is not None:
-            self.writer.finish(settled=all(s.pending == 0 for s in stats.values()))
-        alive = [c.name for c in self.channels.values() if c.thread_alive]
+            self.writer.finish()
+        alive = [c.name for c in channels if c.thread_alive]
         if self.writer is not None and self.writer.thread_alive:
             alive.append("spool")
+        if self._builder is not None and self._builder.is_alive():
+            alive.append("build")
         return _report(stats, timeout_s, spool=self.settings.spool_path if self.writer else None, alive=alive) and built
 
     def stats(self) -> dict[str, DeliveryStats]:
@@ -356,9 +379,11 @@ def _report(stats: Mapping[str, DeliveryStats], timeout_s: float, *, spool: obje
     lost = False
     for name, s in stats.items():
         if name == "spool":
-            if s.dropped:
+            if s.dropped or s.pending:
                 lost = True
-                parts.append(f"spool: {s.dropped} refused {s.dropped_reasons}")
+                refused = f"{s.dropped} refused {s.dropped_reasons}" if s.dropped else ""
+                uncommitted = f"{s.pending} never committed (lost at exit)" if s.pending else ""
+                parts.append("spool: " + ", ".join(p for p in (refused, uncommitted) if p))
             continue
         if s.failed or s.dropped or s.pending:
             lost = lost or bool(s.failed or s.dropped or (s.pending and spool is None))

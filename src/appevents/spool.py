@@ -54,7 +54,9 @@ CREATE INDEX IF NOT EXISTS events_by_owner ON events (owner, seq);
 CREATE TABLE IF NOT EXISTS owners (
     owner TEXT PRIMARY KEY,
     pid INTEGER NOT NULL,
+    started TEXT NOT NULL,
     host TEXT NOT NULL,
+    exporters TEXT NOT NULL,
     heartbeat_ns INTEGER NOT NULL,
     closed INTEGER NOT NULL DEFAULT 0,
     adopted_by TEXT
@@ -69,8 +71,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('bytes', 0);
 """
 
-#: An owner whose heartbeat is older than this is taken for dead even if its pid exists (pid reuse, other host).
-STALE_AFTER_S = 60.0
+#: An owner on another host whose heartbeat is older than this is taken for dead (on this host the process table
+#: answers: pid and start time).
+STALE_AFTER_S = 300.0
+#: Most bytes of event bodies one read returns (besides its row limit): SQLite caps one value at 1e9 bytes.
+READ_MAX_BYTES = 64 * 1024 * 1024
 
 
 def _connect(path: Path, busy_timeout_s: float, sync: str) -> sqlite3.Connection:
@@ -91,9 +96,18 @@ class Orphan:
 class Spool:
     """The appending side of the spool, owned by one pipeline (one thread uses it: the engine's writer)."""
 
-    def __init__(self, path: Path | str, *, max_bytes: int, sync: str = "normal", busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        max_bytes: int,
+        exporters: Sequence[str],
+        sync: str = "normal",
+        busy_timeout_s: float = 30.0,
+    ) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self.exporters = tuple(exporters)
         self._sync = sync
         self._busy_timeout_s = busy_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,8 +117,8 @@ class Spool:
         self._pid = os.getpid()
         self._host = socket.gethostname()
         self._db.execute(
-            "INSERT INTO owners (owner, pid, host, heartbeat_ns) VALUES (?, ?, ?, ?)",
-            (self.owner, self._pid, self._host, time.time_ns()),
+            "INSERT INTO owners (owner, pid, started, host, exporters, heartbeat_ns) VALUES (?, ?, ?, ?, ?, ?)",
+            (self.owner, self._pid, _process_start(self._pid), self._host, ",".join(self.exporters), time.time_ns()),
         )
 
     def reader(self) -> SpoolReader:
@@ -112,8 +126,10 @@ class Spool:
         return SpoolReader(_connect(self.path, self._busy_timeout_s, self._sync))
 
     # -- writer --------------------------------------------------------------------------------------------------
-    def append(self, events: Sequence[EncodedEvent]) -> int:
-        """Append ``events`` in one transaction, as many as fit under ``max_bytes`` (in order); returns how many.
+    def append(self, events: Sequence[EncodedEvent]) -> tuple[int, int]:
+        """Append as many of ``events`` as fit under ``max_bytes`` (in order) in a transaction left open; returns
+        (how many, the seq of the last one). :meth:`commit` (or :meth:`rollback`) ends it — in between, the caller
+        counts them, so nobody reads a row before it is counted.
 
         The size check and the rows are in one ``BEGIN IMMEDIATE`` transaction, so processes sharing the spool
         never overshoot the bound together.
@@ -130,6 +146,7 @@ class Spool:
                     break
                 size += len(event.body)
                 taken += 1
+            last_seq = 0
             if taken:
                 insert_rows(
                     db,
@@ -152,15 +169,24 @@ class Spool:
                     ],
                 )
                 db.execute("UPDATE meta SET value = value + ? WHERE key = 'bytes'", (size,))
-            db.execute("COMMIT")
+                (last_seq,) = db.execute("SELECT last_insert_rowid()").fetchone()
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return taken
+        return taken, int(last_seq)
+
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self._db.execute("ROLLBACK")
+
+    def heartbeat(self) -> None:
+        self._db.execute("UPDATE owners SET heartbeat_ns = ? WHERE owner = ?", (time.time_ns(), self.owner))
 
     def checkpoint(self, cursors: Mapping[str, Mapping[str, int]], finished: Iterable[str] = ()) -> None:
-        """Persist ``cursors`` (owner → exporter → seq), drop the rows every exporter has passed, forget the
-        ``finished`` orphans (replayed to the end), and beat this owner's heart — one transaction."""
+        """Persist ``cursors`` (owner → exporter → seq) and drop the rows every exporter has passed, in one
+        transaction. A ``finished`` orphan (replayed to the end) is forgotten once none of its rows is left."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -173,38 +199,50 @@ class Spool:
                 if by_exporter:
                     self._purge(owner, min(by_exporter.values()))
             for owner in finished:
-                self._purge(owner, None)
-                db.execute("DELETE FROM cursors WHERE owner = ?", (owner,))
-                db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
-            db.execute("UPDATE owners SET heartbeat_ns = ? WHERE owner = ?", (time.time_ns(), self.owner))
+                if db.execute("SELECT 1 FROM events WHERE owner = ? LIMIT 1", (owner,)).fetchone() is None:
+                    db.execute("DELETE FROM cursors WHERE owner = ?", (owner,))
+                    db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
-    def _purge(self, owner: str, up_to: int | None) -> None:
-        where, params = ("owner = ?", (owner,)) if up_to is None else ("owner = ? AND seq <= ?", (owner, up_to))
-        (size,) = self._db.execute(
-            f"SELECT COALESCE(SUM(LENGTH(body)), 0) FROM events WHERE {where}", params
-        ).fetchone()
+    def _purge(self, owner: str, up_to: int) -> None:
+        where, params = "owner = ? AND seq <= ?", (owner, up_to)
+        sql = f"SELECT COALESCE(SUM(LENGTH(body)), 0) FROM events WHERE {where}"
+        (size,) = self._db.execute(sql, params).fetchone()
         if size:
             self._db.execute(f"DELETE FROM events WHERE {where}", params)
             self._db.execute("UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'bytes'", (int(size),))
 
-    def claim_orphans(self) -> list[Orphan]:
-        """Claim every owner whose process is gone (or that was closed with events left), with its cursors."""
+    def claim_orphans(self) -> tuple[list[Orphan], list[tuple[str, str]]]:
+        """Claim every owner whose process is gone (or that was closed with events left) and whose exporters are
+        all configured here, with its cursors. Also returns (owner, its exporters) of orphans left for a pipeline
+        that has their exporters: replaying them here would settle them without those destinations."""
+        if not self.exporters:
+            return [], []
         now = time.time_ns()
-        rows = self._db.execute("SELECT owner, pid, host, heartbeat_ns, closed, adopted_by FROM owners").fetchall()
-        dead = {
-            owner
-            for owner, pid, host, heartbeat_ns, closed, _ in rows
-            if owner != self.owner
-            and (closed or (host == self._host and not _pid_alive(pid)) or now - heartbeat_ns > STALE_AFTER_S * 1e9)
-        }
-        known = {row[0] for row in rows}
+        rows = self._db.execute(
+            "SELECT owner, pid, started, host, exporters, heartbeat_ns, closed, adopted_by FROM owners"
+        ).fetchall()
+        alive: dict[str, bool] = {}
+        for owner, pid, started, host, _, heartbeat_ns, closed, _ in rows:
+            if owner == self.owner:
+                alive[owner] = True
+            elif closed:
+                alive[owner] = False
+            elif host == self._host:  # the process table answers; a stale heartbeat does not make it dead
+                alive[owner] = _pid_alive(pid) and _process_start(pid) == started
+            else:
+                alive[owner] = now - heartbeat_ns <= STALE_AFTER_S * 1e9
         claimed: list[Orphan] = []
-        for owner, *_, adopted_by in rows:
-            if owner not in dead or (adopted_by is not None and adopted_by in known and adopted_by not in dead):
+        left: list[tuple[str, str]] = []
+        mine = set(self.exporters)
+        for owner, *_, exporters, _, _, adopted_by in rows:
+            if alive[owner] or (adopted_by is not None and alive.get(adopted_by, False)):
+                continue
+            if not set(filter(None, exporters.split(","))) <= mine:
+                left.append((owner, exporters))
                 continue
             updated = self._db.execute(
                 "UPDATE owners SET adopted_by = ? WHERE owner = ? AND adopted_by IS ?", (self.owner, owner, adopted_by)
@@ -212,7 +250,7 @@ class Spool:
             if updated:
                 cursors = dict(self._db.execute("SELECT exporter, seq FROM cursors WHERE owner = ?", (owner,)))
                 claimed.append(Orphan(owner, cursors))
-        return claimed
+        return claimed, left
 
     def size(self) -> tuple[int, int]:
         """(events, body bytes) in the spool, every owner included."""
@@ -220,11 +258,11 @@ class Spool:
         (used,) = self._db.execute("SELECT value FROM meta WHERE key = 'bytes'").fetchone()
         return int(count), int(used)
 
-    def close(self, *, settled: bool) -> None:
-        """Mark this owner closed (its leftovers become an orphan for the next pipeline), or remove it when
-        ``settled`` (nothing of it is left), and close the connection."""
+    def close(self) -> None:
+        """Forget this owner if none of its rows is left, else mark it closed (its leftovers become an orphan for
+        the next pipeline); close the connection."""
         try:
-            if settled:
+            if self._db.execute("SELECT 1 FROM events WHERE owner = ? LIMIT 1", (self.owner,)).fetchone() is None:
                 self._db.execute("DELETE FROM cursors WHERE owner = ?", (self.owner,))
                 self._db.execute("DELETE FROM owners WHERE owner = ?", (self.owner,))
             else:
@@ -240,7 +278,8 @@ class SpoolReader:
         self._db = db
 
     def read(self, owner: str, after_seq: int, limit: int) -> list[EncodedEvent]:
-        """The next ``limit`` events of ``owner`` after ``after_seq``, in order.
+        """The next ``limit`` events of ``owner`` after ``after_seq``, in order (fewer when their bodies pass
+        :data:`READ_MAX_BYTES`; always at least one).
 
         Fetched as one aggregated row (fields joined by U+001F, rows by U+001E — characters JSON never carries
         unescaped, nor do ids, types or hex): one step for the batch instead of one per row (see
@@ -250,8 +289,10 @@ class SpoolReader:
             "SELECT group_concat(seq || char(31) || event_id || char(31) || event_type || char(31) || attributes"
             " || char(31) || timestamp_ns || char(31) || trace_id || char(31) || span_id || char(31) || trace_flags"
             " || char(31) || CAST(body AS TEXT), char(30)) FROM"
-            " (SELECT * FROM events WHERE owner = ? AND seq > ? ORDER BY seq LIMIT ?)",
-            (owner, after_seq, limit),
+            " (SELECT *, SUM(LENGTH(body)) OVER (ORDER BY seq) - LENGTH(body) AS before"
+            "  FROM events WHERE owner = ? AND seq > ? ORDER BY seq LIMIT ?)"
+            " WHERE before < ?",
+            (owner, after_seq, limit, READ_MAX_BYTES),
         ).fetchone()
         if not packed:
             return []
@@ -288,3 +329,14 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _process_start(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from ``/proc``), telling a reused pid apart; empty
+    where ``/proc`` does not say."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # Field 22; the command name (field 2) may hold spaces and parentheses: split after its last ")".
+            return stat.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""

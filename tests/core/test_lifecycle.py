@@ -75,7 +75,7 @@ def test_shutdown_keeps_one_deadline_for_all_exporters_and_reports_leftovers(
     assert elapsed < 2.5, elapsed
     [report] = [r.getMessage() for r in caplog.records if "did not deliver everything" in r.getMessage()]
     for name in ("stuck0", "stuck1", "stuck2"):
-        assert f"{name}: 0 of 10 delivered, 10 failed {{'exporter_failure': 10}}" in report
+        assert f"{name}: 0 of 10 delivered, 10 dropped {{'shutdown': 10}}" in report
 
 
 def test_shutdown_reports_success_when_everything_was_delivered() -> None:

@@ -219,3 +219,114 @@ def test_a_spooled_event_reaches_otel_exporters_as_a_proper_log_record(tmp_path:
     assert json.loads(str(record.log_record.body))["event_id"] == event.event_id
     assert record.log_record.trace_id == span.get_span_context().trace_id
     assert record.log_record.span_id == span.get_span_context().span_id
+
+
+def test_flush_waits_for_events_the_writer_could_not_commit_yet(tmp_path: Path) -> None:
+    spool = tmp_path / "spool.db"
+    dest = Switchable()
+    configure(_settings(spool), exporters={"dest": dest})
+    assert EventStore.publish(Event(event_type="a.b"), wait=True)  # the spool exists and is live
+    blocker = sqlite3.connect(spool, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        for n in range(100):
+            EventStore.publish(Event(event_type="a.b", data={"n": n}))
+        assert EventStore.flush_sync(0.5) is False, "nothing is committed, let alone delivered"
+        stats = EventStore.stats()["spool"]
+        assert (stats.accepted, stats.delivered, stats.pending) == (101, 1, 100)
+    finally:
+        blocker.execute("ROLLBACK")
+    assert EventStore.flush_sync(10)
+    assert len(dest.delivered) == 101
+
+
+def test_a_read_error_does_not_stop_the_exporter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import appevents.spool
+
+    real_read = appevents.spool.SpoolReader.read
+    calls = {"n": 0}
+
+    def flaky_read(self: appevents.spool.SpoolReader, owner: str, after_seq: int, limit: int) -> list[EncodedEvent]:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise sqlite3.OperationalError("database is locked")
+        return real_read(self, owner, after_seq, limit)
+
+    monkeypatch.setattr(appevents.spool.SpoolReader, "read", flaky_read)
+    dest = Switchable()
+    configure(_settings(tmp_path / "spool.db"), exporters={"dest": dest})
+    for batch in range(3):
+        for n in range(10):
+            EventStore.publish(Event(event_type="a.b", data={"n": n, "batch": batch}))
+        assert EventStore.flush_sync(10)
+    assert len(dest.delivered) == 30 and calls["n"] > 2
+
+
+def test_a_live_owner_with_a_stale_heartbeat_is_not_adopted(tmp_path: Path) -> None:
+    from appevents.spool import Spool
+
+    path = tmp_path / "spool.db"
+    live = Spool(path, max_bytes=10**9, exporters=["dest"])  # this process: alive, whatever its heartbeat says
+    event = Event(event_type="a.b")
+    live.append([EncodedEvent(event.event_id, event.event_type, event.model_dump_json().encode(), {}, 1)])
+    live.commit()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE owners SET heartbeat_ns = 0")  # suspended for minutes, or the wall clock stepped
+    other = Spool(path, max_bytes=10**9, exporters=["dest"])
+    assert other.claim_orphans() == ([], [])
+    live.close()  # closed with a row left: now it is an orphan
+    [orphan], left = other.claim_orphans()
+    assert orphan.owner == live.owner and left == []
+
+
+def test_orphans_are_left_for_a_pipeline_that_has_their_exporters(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "spool.db"
+    configure(_settings(spool), exporters={"dapr": Switchable(up=False)})
+    for n in range(30):
+        EventStore.publish(Event(event_type="a.b", data={"n": n}))
+    assert EventStore.shutdown(0.5)
+    assert spooled_rows(spool) == 30
+
+    configure(_settings(spool), exporters={"local": (other := Switchable())})  # another app on the same spool
+    time.sleep(0.3)
+    assert EventStore.flush_sync(5) and EventStore.shutdown(5)
+    assert other.delivered == [] and spooled_rows(spool) == 30, "not settled without the exporter they were for"
+    assert any("for exporters dapr" in r.getMessage() for r in caplog.records)
+
+    dapr = Switchable()
+    configure(_settings(spool), exporters={"dapr": dapr})
+    assert wait_until(lambda: len(dapr.delivered) == 30)
+
+
+def test_an_otel_exporter_that_fails_keeps_its_events_spooled(tmp_path: Path) -> None:
+    from opentelemetry.sdk._logs import ReadableLogRecord
+    from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+
+    class Collector(LogRecordExporter):
+        def __init__(self) -> None:
+            self.up = False
+            self.records: list[ReadableLogRecord] = []
+
+        def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+            if not self.up:
+                return LogRecordExportResult.FAILURE
+            self.records.extend(batch)
+            return LogRecordExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: int = 30_000) -> bool:
+            return True
+
+        def shutdown(self) -> None:
+            pass
+
+    collector = Collector()
+    configure(_settings(tmp_path / "spool.db"), exporters={"otlp": collector})
+    for n in range(20):
+        EventStore.publish(Event(event_type="a.b", data={"n": n}))
+    assert EventStore.flush_sync(0.5) is False
+    assert EventStore.stats()["otlp"].pending == 20
+    collector.up = True
+    assert EventStore.flush_sync(10)
+    assert len(collector.records) == 20 and EventStore.stats()["otlp"].failed == 0
