@@ -173,8 +173,9 @@ class EventStore:
         state = cls._state
         settings = settings if settings is not None else AppEventsSettings()
         recipe = _Recipe(settings, exporters, tuple(processors))
+        # Built outside the lock: a fork (which takes it, see _before_fork) never waits for exporters or the disk.
+        pipeline = Pipeline(settings, exporters, recipe.processors, on_unrouted=cls._count_unrouted)
         with state.lock:
-            pipeline = Pipeline(settings, exporters, recipe.processors, on_unrouted=cls._count_unrouted)
             previous, state.pipeline = state.pipeline, pipeline
             state.recipe = recipe
             state.enrichers = tuple(enrichers) if enrichers is not None else DEFAULT_ENRICHERS
