@@ -35,7 +35,7 @@ from appevents.delivery import DeliveryStats, LogOnce
 from appevents.exporting import EncodedEvent, EventExporter, ExportOutcome
 from appevents.spool import Orphan, Spool, SpoolReader
 
-__all__ = ["Channel", "Sink", "SpoolWriter", "sink_for"]
+__all__ = ["Channel", "Sink", "SpoolWriter", "shutdown_exporter", "sink_for"]
 
 _logger = logging.getLogger("appevents")
 
@@ -97,10 +97,15 @@ def sink_for(exporter: object, resource: Resource, scope: InstrumentationScope) 
     raise TypeError(f"{type(exporter).__name__} is neither an EventExporter, a LogRecordExporter nor a processor")
 
 
-def _shutdown(exporter: object) -> None:
+def shutdown_exporter(exporter: object, name: str = "") -> None:
+    """Call ``exporter.shutdown()`` if it has one; an exception is logged, never raised (shutdown goes on)."""
     shutdown = getattr(exporter, "shutdown", None)
-    if shutdown is not None:
+    if shutdown is None:
+        return
+    try:
         shutdown()
+    except Exception as exc:
+        _logger.error("appevents: shutting exporter %s down failed: %r", name or type(exporter).__name__, exc)
 
 
 @dataclass
@@ -213,11 +218,6 @@ class Channel:
     def wake(self) -> None:
         if not self._wake.is_set():
             self._wake.set()
-
-    def own_cursor(self) -> int:
-        """How far (seq) this channel has settled its own pipeline's events (spool mode)."""
-        with self._lock:
-            return self._sources[-1].cursor if self._sources else 0
 
     def adopt(self, orphan: Orphan) -> None:
         """Replay an orphan's rows from its cursor for this exporter (0 if it had none), before our own."""
@@ -425,7 +425,7 @@ class Channel:
         they stay pending in the spool (spool mode), or are counted as dropped, reason ``shutdown``."""
         self._stop.set()
         self._wake.set()
-        _shutdown_quietly(self)
+        shutdown_exporter(self.exporter, self.name)
 
     def count_leftovers(self) -> None:
         """After the thread ended: events still queued (memory mode) are lost at shutdown — counted as dropped."""
@@ -458,13 +458,6 @@ class Channel:
                 failed_reasons=dict(c.failed_reasons),
                 dropped_reasons=dict(c.dropped_reasons),
             )
-
-
-def _shutdown_quietly(channel: Channel) -> None:
-    try:
-        _shutdown(channel.exporter)
-    except Exception as exc:
-        _logger.error("appevents: shutting exporter %s down failed: %r", channel.name, exc)
 
 
 class SpoolWriter:

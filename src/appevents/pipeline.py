@@ -30,7 +30,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from pydantic import ValidationError
 
 from appevents.delivery import DeliveryStats
-from appevents.engine import Channel, SpoolWriter, sink_for
+from appevents.engine import Channel, SpoolWriter, shutdown_exporter, sink_for
 from appevents.errors import ConfigurationError
 from appevents.exporting import EncodedEvent, preferred_batch_size
 from appevents.records import LOGGER_NAME
@@ -204,7 +204,7 @@ class Pipeline:
                 )
             except Exception as exc:
                 for exporter in exporters.values():
-                    _shutdown_exporter(exporter)
+                    shutdown_exporter(exporter)
                 raise ConfigurationError(
                     f"the spool at {settings.spool_path} (APPEVENTS_SPOOL_PATH) cannot be opened: "
                     f"{type(exc).__name__}: {exc}"
@@ -227,7 +227,7 @@ class Pipeline:
         with self._build_lock:
             if self._closed:  # shut down while this was being built: start nothing
                 for exporter in exporters.values():
-                    _shutdown_exporter(exporter)
+                    shutdown_exporter(exporter)
                 if spool is not None:
                     spool.close()
                 return
@@ -352,7 +352,7 @@ class Pipeline:
         grace = time.monotonic() + _STOP_GRACE_S
         for channel, done in zip(channels, ended, strict=True):
             if done:
-                _shutdown_exporter(channel.exporter)
+                shutdown_exporter(channel.exporter, channel.name)
             else:
                 channel.join(grace)
             channel.count_leftovers()
@@ -406,15 +406,6 @@ def _report(stats: Mapping[str, DeliveryStats], timeout_s: float, *, spool: obje
             where,
         )
     return not lost and not alive
-
-
-def _shutdown_exporter(exporter: object) -> None:
-    shutdown = getattr(exporter, "shutdown", None)
-    if shutdown is not None:
-        try:
-            shutdown()
-        except Exception as exc:
-            _logger.error("appevents: shutting an exporter down failed: %r", exc)
 
 
 def build_pipeline(
