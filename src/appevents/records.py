@@ -22,6 +22,8 @@ already carries every field.
 
 from __future__ import annotations
 
+import time
+
 from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 
@@ -33,6 +35,7 @@ __all__ = [
     "EVENT_NAME_ATTRIBUTE",
     "LOGGER_NAME",
     "TOPIC_ATTRIBUTE",
+    "encode_event",
     "encoded_from_record",
     "event_from_json",
     "event_from_record",
@@ -107,4 +110,16 @@ def encoded_from_record(record: AnyLogRecord) -> EncodedEvent | None:
         trace_id=log_record.trace_id or 0,
         span_id=log_record.span_id or 0,
         trace_flags=int(log_record.trace_flags or 0),
+    )
+
+
+def encode_event(event: Event, timestamp_ns: int | None = None) -> EncodedEvent:
+    """``event`` as the engine hands it to exporters: its JSON and record attributes, no trace context. For tests
+    and tools that drive an exporter directly; publishing does the same inline (with the publisher's context)."""
+    return EncodedEvent(
+        event_id=event.event_id,
+        event_type=event.event_type,
+        body=event.model_dump_json().encode(),
+        attributes=record_attributes(event),
+        timestamp_ns=time.time_ns() if timestamp_ns is None else timestamp_ns,
     )

@@ -13,7 +13,7 @@ import pytest
 from appevents import Event, EventStore, configure
 from appevents.exporting import EncodedEvent
 from appevents.local import LocalEventLog, LocalExporter
-from appevents.records import record_attributes
+from appevents.records import encode_event
 from appevents.settings import AppEventsSettings
 
 _PUBLISHER = """
@@ -101,14 +101,9 @@ def test_sigterm_drains_queued_events_before_the_process_ends(tmp_path: Path) ->
     assert sorted(e.data["i"] for e in LocalEventLog(db)) == list(range(1000))  # type: ignore[type-var]
 
 
-def _encoded(event: Event) -> EncodedEvent:
-    body = event.model_dump_json().encode()
-    return EncodedEvent(event.event_id, event.event_type, body, record_attributes(event), 1)
-
-
 def test_a_body_that_is_not_an_event_fails_alone_and_its_batch_is_stored(tmp_path: Path) -> None:
     exporter = LocalExporter(tmp_path / "events.db")
-    good = [_encoded(Event(event_type="batch.item", data={"i": i})) for i in range(200)]
+    good = [encode_event(Event(event_type="batch.item", data={"i": i})) for i in range(200)]
     bad = EncodedEvent("4f3c2b1a-0000-4000-8000-000000000000", "batch.item", b"[not an event", {}, 1)
     outcome = exporter.export_events([*good[:100], bad, *good[100:]])
     assert outcome.failed == [(bad, "invalid_body")] and outcome.retry == [] and outcome.dropped == []

@@ -22,6 +22,7 @@ import pytest
 from appevents import AppEventsSettings, ConfigurationError, DeliveryStats, Event, EventStore, configure
 from appevents.exporting import EncodedEvent, ExportOutcome
 from appevents.local import LocalEventLog
+from appevents.records import encode_event
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -268,7 +269,7 @@ def test_a_live_owner_with_a_stale_heartbeat_is_not_adopted(tmp_path: Path) -> N
     path = tmp_path / "spool.db"
     live = Spool(path, max_bytes=10**9, exporters=["dest"])  # this process: alive, whatever its heartbeat says
     event = Event(event_type="a.b")
-    live.append([EncodedEvent(event.event_id, event.event_type, event.model_dump_json().encode(), {}, 1)])
+    live.append([encode_event(event)])
     live.commit()
     with sqlite3.connect(path) as db:
         db.execute("UPDATE owners SET heartbeat_ns = 0")  # suspended for minutes, or the wall clock stepped

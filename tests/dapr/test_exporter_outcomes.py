@@ -21,7 +21,7 @@ from opentelemetry.sdk.resources import Resource
 from appevents import Event
 from appevents.exporting import EncodedEvent, ExportOutcome
 from appevents.models import STORED_EVENT_CONTEXT
-from appevents.records import record_attributes
+from appevents.records import encode_event, record_attributes
 from appevents_exporter_dapr import DaprExporter, DaprExporterSettings
 from support.dapr_sidecar import DaprSidecar
 
@@ -32,15 +32,7 @@ MakeExporter = Callable[..., DaprExporter]
 THREAD_PREFIX = "appevents-dapr"
 
 
-def encoded(event: Event) -> EncodedEvent:
-    """The event as the engine hands it over."""
-    return EncodedEvent(
-        event_id=event.event_id,
-        event_type=event.event_type,
-        body=event.model_dump_json().encode(),
-        attributes=record_attributes(event),
-        timestamp_ns=time.time_ns(),
-    )
+encoded = encode_event  # the event as the engine hands it over
 
 
 def numbered(count: int, **data: Any) -> list[EncodedEvent]:

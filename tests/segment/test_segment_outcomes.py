@@ -21,7 +21,7 @@ from segment_events import business_event, lifecycle_event
 
 from appevents import AppEventsSettings, ApplicationEventNames, Event
 from appevents.exporting import EncodedEvent, ExportOutcome
-from appevents.records import record_attributes
+from appevents.records import encode_event, record_attributes
 from appevents_exporter_segment import SegmentExporter, SegmentExporterSettings
 from support.segment_receiver import SegmentReceiver
 
@@ -32,15 +32,7 @@ CONSUMER_THREAD = "appevents-segment-consumer"
 MakeExporter = Callable[..., SegmentExporter]
 
 
-def encoded(event: Event) -> EncodedEvent:
-    """``event`` as the engine hands it to exporters."""
-    return EncodedEvent(
-        event_id=event.event_id,
-        event_type=event.event_type,
-        body=event.model_dump_json().encode(),
-        attributes=record_attributes(event),
-        timestamp_ns=time.time_ns(),
-    )
+encoded = encode_event  # the event as the engine hands it over
 
 
 def activity_ends(count: int) -> list[EncodedEvent]:
