@@ -6,10 +6,12 @@ Everyday API::
 
     await EventStore.publish_event(Event(event_type="order.received", data={"order_id": "o-1"}))
 
-``publish_event`` validates nothing more (``Event(...)`` already did), enriches the metadata from the current
-Temporal/OTel context, emits one OpenTelemetry log record and returns — it never raises and never waits for
-delivery. Exporters (``local`` SQLite log by default; ``dapr``, ``segment``, ``otlp``, ``console``) deliver from
-their own threads. Configure with ``APPEVENTS_*`` environment variables or :func:`configure`.
+``publish_event`` enriches the metadata from the current Temporal/OTel context, encodes the event once and hands
+it to the delivery engine, then returns — it never raises and never waits for delivery unless asked
+(``wait=True``). Exporters (``local`` SQLite log by default; ``dapr``, ``segment``, ``otlp``, ``console``) deliver
+from their own threads, per event and counted (:meth:`EventStore.stats`); ``APPEVENTS_SPOOL_PATH`` makes delivery
+durable. Configure with ``APPEVENTS_*`` environment variables or :func:`configure`. Exporter authors: see
+:mod:`appevents.exporting`.
 """
 
 from appevents.auth import AuthError, ClientCredentialsTokenProvider, HeaderProvider

@@ -34,7 +34,7 @@ class CapturedEvents(LogRecordProcessor):
 
     @property
     def events(self) -> list[Event]:
-        """Everything published so far (waits for the emitter thread to hand over what is in flight)."""
+        """Everything published so far (waits until the pipeline has handed over what is in flight)."""
         pipeline = EventStore._state.pipeline
         if pipeline is not None:
             pipeline.flush(10)

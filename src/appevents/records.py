@@ -16,7 +16,7 @@ attribute ``appevents.topic``       ``event.metadata.topic_name`` (routing witho
 trace / span ids       from the OTel context current at publish time
 =====================  ===========================================================================
 
-Attributes are kept few on purpose: each one costs the OTel SDK about 1.7 µs (on the emitter thread), and the body
+Attributes are kept few on purpose: each one costs the OTel SDK about 1.7 µs (on an exporter thread), and the body
 already carries every field.
 """
 
