@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,17 @@ class LocalEventLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self._prepare()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _prepare(self) -> None:
+        # Switching to WAL takes an exclusive lock and SQLite does not wait for it (no busy handler there): only
+        # the first opener of a new file switches; the others see WAL already set.
+        if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._db:
             self._db.executescript(_SCHEMA)
@@ -193,8 +204,12 @@ class LocalExporter(LogRecordExporter):
     #: batches are what let the log keep up with a tight publishing loop.
     max_batch_size = 4096
 
+    #: How long one export keeps trying a log that cannot be opened or written before returning the batch.
+    retry_window_s = 5.0
+
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self._closed = False
         self._log: LocalEventLog | None = None
         self._log_once = LogOnce(logging.getLogger("appevents"))
 
@@ -205,20 +220,26 @@ class LocalExporter(LogRecordExporter):
         return self._log
 
     def export_events(self, batch: Sequence[EncodedEvent]) -> ExportOutcome:
-        outcome = ExportOutcome()
-        try:
-            log = self._open()
-        except (OSError, sqlite3.Error) as exc:
-            outcome.retry = list(batch)
-            outcome.retry_reason = f"cannot open the event log at {self.path}: {type(exc).__name__}: {exc}"
-            return outcome
+        """Store ``batch`` in one transaction. A log that cannot be opened or written (locked by another process
+        past its busy timeout, disk full) is tried again for up to ``retry_window_s``; then the batch is returned
+        unsettled (kept in the spool when there is one)."""
         rows = [(event.event_id, event.event_type, event.timestamp_ns, event.body.decode()) for event in batch]
-        try:
-            refused = set(log.append_bodies(rows))
-        except sqlite3.Error as exc:  # locked for too long, disk full, I/O error: may work later
-            outcome.retry = list(batch)
-            outcome.retry_reason = f"the event log at {self.path} refused a write: {type(exc).__name__}: {exc}"
-            return outcome
+        deadline = time.monotonic() + self.retry_window_s
+        delay = 0.05
+        while True:
+            try:
+                refused = set(self._open().append_bodies(rows))
+                break
+            except (OSError, sqlite3.Error) as exc:
+                if self._log is None:
+                    reason = f"cannot open the event log at {self.path}: {type(exc).__name__}: {exc}"
+                else:
+                    reason = f"the event log at {self.path} refused a write: {type(exc).__name__}: {exc}"
+                if self._closed or time.monotonic() + delay > deadline:
+                    return ExportOutcome(retry=list(batch), retry_reason=reason)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        outcome = ExportOutcome()
         if refused:
             outcome.failed = [(event, "invalid_body") for event in batch if event.event_id in refused]
             self._log_once("invalid", logging.ERROR, "appevents: local: %d event body(ies) not stored", len(refused))
@@ -235,6 +256,7 @@ class LocalExporter(LogRecordExporter):
         return True
 
     def shutdown(self) -> None:
+        self._closed = True
         if self._log is not None:
             self._log.close()
             self._log = None

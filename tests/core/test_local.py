@@ -118,9 +118,27 @@ def test_an_unusable_log_path_is_named_with_the_os_error(tmp_path: Path, caplog:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     configure(AppEventsSettings(exporters=["local"], local_path=blocker / "events.db", schedule_delay_ms=20))
+    EventStore.pipeline().exporter("local").retry_window_s = 0.2  # type: ignore[union-attr]
     EventStore.publish(Event(event_type="batch.item"))
     assert EventStore.flush_sync(5)
     stats = EventStore.stats()["local"]
     assert (stats.failed, stats.failed_reasons) == (1, {"unavailable": 1})
     [message] = [r.getMessage() for r in caplog.records if "could not deliver" in r.getMessage()]
     assert str(blocker / "events.db") in message and "FileExistsError" in message
+
+
+def test_a_log_locked_by_another_process_for_a_moment_is_retried_not_failed(tmp_path: Path) -> None:
+    import sqlite3
+    import threading
+
+    path = tmp_path / "events.db"
+    LocalEventLog(path).close()
+    holder = sqlite3.connect(path, timeout=0.1, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")  # another process in the middle of a long write
+    threading.Timer(0.5, holder.execute, ["ROLLBACK"]).start()
+    exporter = LocalExporter(path)
+    exporter._open()._db.execute("PRAGMA busy_timeout = 50")  # its own wait is short; the exporter's retry is not
+    outcome = exporter.export_events([encode_event(Event(event_type="batch.item", data={"i": i})) for i in range(3)])
+    assert (outcome.failed, outcome.retry) == ([], [])
+    assert LocalEventLog(path).count() == 3
+    exporter.shutdown()
