@@ -36,7 +36,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-__all__ = ["EncodedEvent", "EventExporter", "ExportOutcome", "Waiter", "preferred_batch_size", "wants_event"]
+__all__ = [
+    "Check",
+    "EncodedEvent",
+    "EventExporter",
+    "ExportOutcome",
+    "Waiter",
+    "preferred_batch_size",
+    "wants_event",
+]
 
 
 class Waiter:
@@ -139,6 +147,22 @@ class EventExporter(Protocol):
     def export_events(self, batch: Sequence[EncodedEvent]) -> ExportOutcome: ...
 
     def shutdown(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of ``appevents doctor``: what was checked, whether it is healthy, what was seen, what to do.
+
+    Exporters may offer ``diagnose(timeout_s: float) -> list[Check]`` (each check bounded by ``timeout_s``); the
+    doctor runs it after building them. ``detail`` and ``fix`` never carry a secret (a secret is shown as
+    ``****``, a token as its length). ``required`` checks decide the doctor's exit code; others only inform.
+    """
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
 
 
 def preferred_batch_size(exporter: object, default: int) -> int:

@@ -13,9 +13,27 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["DEFAULT_MAX_EVENT_BYTES", "AppEventsSettings"]
+__all__ = ["DEFAULT_MAX_EVENT_BYTES", "DEFAULT_REDACT_KEYS", "AppEventsSettings"]
 
 DEFAULT_MAX_EVENT_BYTES = 256 * 1024
+#: What ``APPEVENTS_REDACT_KEYS`` holds by default: keys that name credentials in the wild.
+DEFAULT_REDACT_KEYS: tuple[str, ...] = (
+    "password",
+    "passwd",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "authorization",
+    "api_key",
+    "apikey",
+    "x-api-key",
+    "cookie",
+    "set-cookie",
+    "private_key",
+)
 
 
 class AppEventsSettings(BaseSettings):
@@ -56,12 +74,18 @@ class AppEventsSettings(BaseSettings):
     spool_commit_interval_ms: int = Field(default=10, gt=0)
     #: ``normal``: a commit survives the death of the process; ``full``: also a power cut (an fsync per commit).
     spool_sync: Literal["normal", "full"] = "normal"
+    #: Keys of ``data`` (at any depth, case-insensitive) whose values are replaced by ``"[REDACTED]"`` at publish,
+    #: before any exporter or span event sees them. ``APPEVENTS_REDACT_KEYS=`` (empty) turns redaction off.
+    redact_keys: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_REDACT_KEYS))
+    #: Self-metrics: how many distinct event types get their own ``event.type`` attribute on
+    #: ``appevents.events.published`` (the rest count as ``other``); 0 (default): no such attribute.
+    metrics_event_type_limit: int = Field(default=0, ge=0)
     #: Also record each event as a span event on the current recording span.
     span_events: bool = True
     #: When SIGTERM has no handler, exit through SystemExit so queued events are drained (see README).
     handle_sigterm: bool = True
 
-    @field_validator("exporters", mode="before")
+    @field_validator("exporters", "redact_keys", mode="before")
     @classmethod
     def _split_exporters(cls, value: object) -> object:
         if isinstance(value, str):
