@@ -33,6 +33,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_s
 
 from appevents.delivery import DeliveryStats, LogOnce
 from appevents.exporting import EncodedEvent, EventExporter, ExportOutcome
+from appevents.metrics import StageMetrics, instruments_for
 from appevents.spool import Orphan, Spool, SpoolReader
 
 __all__ = ["Channel", "Sink", "SpoolWriter", "shutdown_exporter", "sink_for"]
@@ -151,8 +152,12 @@ class Channel:
         schedule_delay_s: float,
         spool_owner: str | None = None,
         spool_reader: Callable[[], SpoolReader] | None = None,
+        metrics: StageMetrics | None = None,
     ) -> None:
         self.name = name
+        #: Self-metrics, recorded *before* the counters they mirror change: whoever sees a count (a flush, stats())
+        #: finds it in the metrics too.
+        self._metrics = metrics if metrics is not None else instruments_for().stage(name)
         self.exporter = exporter
         self._sink = sink
         self._accepts: Callable[[EncodedEvent], bool] | None = getattr(exporter, "accepts", None)
@@ -194,6 +199,7 @@ class Channel:
             self._wake.set()
 
     def _drop_at_door(self, event: EncodedEvent, reason: str) -> None:
+        self._metrics.dropped_one(reason)
         with self._lock:
             self._counts.dropped_at_door += 1
             self._counts.dropped_reasons[reason] += 1
@@ -302,6 +308,8 @@ class Channel:
     def _deliver(self, batch: list[EncodedEvent], source: _Source | None, last_seq: int) -> None:
         attempt = 0
         while batch:
+            if attempt:
+                self._metrics.retried(len(batch))
             outcome = self._call(batch)
             if outcome.retry and source is None and self._stop.is_set():  # cut off by shutdown: lost, and said so
                 outcome.dropped.extend((event, "shutdown") for event in outcome.retry)
@@ -345,6 +353,7 @@ class Channel:
                 self._log_once.reset("kept")
 
     def _call(self, batch: list[EncodedEvent]) -> ExportOutcome:
+        start = time.perf_counter()
         try:
             return self._sink(batch)
         except Exception as exc:  # an exporter bug costs its batch, never the thread
@@ -359,19 +368,25 @@ class Channel:
                 len(batch),
             )
             return ExportOutcome(failed=[(event, f"exporter_error:{type(exc).__name__}") for event in batch])
+        finally:
+            self._metrics.export_duration(time.perf_counter() - start)
 
     def _settle(self, batch: list[EncodedEvent], outcome: ExportOutcome) -> None:
         """Count ``outcome`` for ``batch``: the events it does not list were delivered; ``retry`` stays pending."""
         failed, dropped = outcome.failed, outcome.dropped
+        delivered = len(batch) - len(failed) - len(dropped) - len(outcome.retry)
+        failed_reasons = Counter(reason for _, reason in failed)
+        dropped_reasons = Counter(reason for _, reason in dropped)
+        self._metrics.exported(delivered)
+        self._metrics.failed(failed_reasons)
+        self._metrics.dropped(dropped_reasons)
         with self._progress:
             counts = self._counts
-            counts.delivered += len(batch) - len(failed) - len(dropped) - len(outcome.retry)
+            counts.delivered += delivered
             counts.failed += len(failed)
             counts.dropped += len(dropped)
-            for _, reason in failed:
-                counts.failed_reasons[reason] += 1
-            for _, reason in dropped:
-                counts.dropped_reasons[reason] += 1
+            counts.failed_reasons.update(failed_reasons)
+            counts.dropped_reasons.update(dropped_reasons)
             self._progress.notify_all()
         if any(event.waiter is not None for event in batch):
             retried = {id(event) for event in outcome.retry}
@@ -436,6 +451,7 @@ class Channel:
             self._counts.dropped += len(left)
             if left:
                 self._counts.dropped_reasons["shutdown"] += len(left)
+        self._metrics.dropped({"shutdown": len(left)})  # nobody waits on these counts: after them is fine
         for event in left:
             if event.waiter is not None:
                 event.waiter.release(False)
@@ -463,8 +479,21 @@ class Channel:
 class SpoolWriter:
     """Group-commits published events to the spool and tells the channels; checkpoints cursors; adopts orphans."""
 
-    def __init__(self, spool: Spool, channels: Sequence[Channel], *, commit_interval_s: float, max_inbox: int) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        channels: Sequence[Channel],
+        *,
+        commit_interval_s: float,
+        max_inbox: int,
+        metrics: StageMetrics | None = None,
+    ) -> None:
         self.spool = spool
+        #: The ``spool`` stage's self-metrics (committed counts as exported), recorded before the counters change.
+        self._metrics = metrics if metrics is not None else instruments_for().stage("spool")
+        #: (rows, bytes) in the spool as last read; read on this thread when a metrics collection asked for it.
+        self._size: tuple[int, int] | None = None
+        self._size_wanted = False
         self._channels = list(channels)
         self._interval = commit_interval_s
         self._max_inbox = max_inbox
@@ -509,6 +538,7 @@ class SpoolWriter:
     def submit(self, event: EncodedEvent) -> None:
         if self._closing or len(self._inbox) >= self._max_inbox:
             reason = "shutdown" if self._closing else "queue_full"
+            self._metrics.dropped_one(reason)
             with self._lock:
                 self._dropped_at_door += 1
                 self._dropped[reason] += 1
@@ -532,16 +562,19 @@ class SpoolWriter:
     def _run(self) -> None:
         next_checkpoint = time.monotonic() + 1.0
         next_scan = time.monotonic() + 5.0
+        next_size = 0.0
         while True:
             self._wake.wait(self._interval)
             self._wake.clear()
             closing = self._closing
             now = time.monotonic()
+            read_size = self._size_wanted and now >= next_size
             for step, due in (
                 (self._commit, True),
                 (self.checkpoint, now >= next_checkpoint or closing),
                 (self.spool.heartbeat, now >= next_checkpoint),
                 (self._claim_orphans, now >= next_scan and not closing),
+                (self._read_size, read_size),
             ):
                 if not due:
                     continue
@@ -560,6 +593,8 @@ class SpoolWriter:
                 next_checkpoint = now + 1.0
             if now >= next_scan:
                 next_scan = now + 5.0
+            if read_size:
+                next_size = now + 1.0
             if closing and not self._inbox:
                 return
 
@@ -593,6 +628,16 @@ class SpoolWriter:
             channel.wake()
         self._settle(batch, taken, "spool_full")
 
+    def _read_size(self) -> None:
+        self._size_wanted = False
+        self._size = self.spool.size()
+
+    def size(self) -> tuple[int, int] | None:
+        """(rows, bytes) in the spool as last read, None before the first read; asks the writer thread to read
+        them again (a ``COUNT(*)``, so at most once a second, and only while somebody asks)."""
+        self._size_wanted = True
+        return self._size
+
     def _settle(self, batch: list[EncodedEvent], taken: int, reason: str) -> None:
         refused = len(batch) - taken
         if refused and not self._full_warned:
@@ -606,6 +651,8 @@ class SpoolWriter:
             )
         elif not refused:
             self._full_warned = False
+        self._metrics.exported(taken)
+        self._metrics.dropped({reason: refused})
         with self._lock:
             self._committed += taken
             self._dropped[reason] += refused

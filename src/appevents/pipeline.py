@@ -15,6 +15,7 @@ publish costs, and events published meanwhile wait in a startup queue, then go t
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Protocol
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
 from opentelemetry.sdk.resources import Resource
@@ -33,6 +35,7 @@ from appevents.delivery import DeliveryStats
 from appevents.engine import Channel, SpoolWriter, shutdown_exporter, sink_for
 from appevents.errors import ConfigurationError
 from appevents.exporting import EncodedEvent, preferred_batch_size
+from appevents.metrics import EventTypeAttributes, instruments_for
 from appevents.records import LOGGER_NAME
 from appevents.settings import AppEventsSettings
 from appevents.spool import Spool
@@ -155,8 +158,16 @@ class Pipeline:
         *,
         background: bool = False,
         on_unrouted: Callable[[int], None] | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self.settings = settings
+        # Self-metrics (appevents.metrics): bound now, as the first publish may come before the build is done.
+        self._instruments = instruments_for(meter_provider)
+        #: Events published, per ``event.type`` value (None: no such attribute). ``next()`` on an
+        #: ``itertools.count`` is atomic in CPython: exact with any number of publishing threads, no lock.
+        self._published: dict[str | None, itertools.count[int]] = {}
+        limit = settings.metrics_event_type_limit
+        self._event_type_attributes = EventTypeAttributes(limit) if limit else None
         self.given_exporters: dict[str, object] = dict(exporters or {})
         self.extra_processors: tuple[LogRecordProcessor, ...] = tuple(processors)
         self.channels: dict[str, Channel] = {}
@@ -177,6 +188,7 @@ class Pipeline:
             self._builder.start()
         else:
             self._build(strict=True)
+        self._instruments.observe(self)  # weakly: the gauges read it until shutdown (or until it is dropped)
 
     # -- building ------------------------------------------------------------------------------------------------
     def _build_quietly(self) -> None:
@@ -219,6 +231,7 @@ class Pipeline:
                 schedule_delay_s=settings.schedule_delay_ms / 1000,
                 spool_owner=spool.owner if spool is not None else None,
                 spool_reader=spool.reader if spool is not None else None,
+                metrics=self._instruments.stage(name),
             )
             for name, exporter in exporters.items()
         }
@@ -238,6 +251,7 @@ class Pipeline:
                     list(self.channels.values()),
                     commit_interval_s=settings.spool_commit_interval_ms / 1000,
                     max_inbox=settings.max_queue_size,
+                    metrics=self._instruments.stage("spool"),
                 ).start()
             self._all = tuple(c for c in self.channels.values() if getattr(c.exporter, "accepts", None) is None)
             self._filtered = tuple(c for c in self.channels.values() if c not in self._all)
@@ -267,6 +281,10 @@ class Pipeline:
     # -- publishing caller ---------------------------------------------------------------------------------------
     def submit(self, event: EncodedEvent) -> None:
         """Hand one encoded event over: the caller's path, memory only, never raises for a full queue."""
+        by_type = self._event_type_attributes
+        key = None if by_type is None else by_type(event.event_type)["event.type"]
+        counter = self._published.get(key)
+        next(counter if counter is not None else self._published.setdefault(key, itertools.count()))
         if not self._ready:
             with self._build_lock:
                 if not self._ready:
@@ -364,6 +382,7 @@ class Pipeline:
             alive.append("spool")
         if self._builder is not None and self._builder.is_alive():
             alive.append("build")
+        self._instruments.forget(self)
         return _report(stats, timeout_s, spool=self.settings.spool_path if self.writer else None, alive=alive) and built
 
     def stats(self) -> dict[str, DeliveryStats]:
@@ -371,6 +390,22 @@ class Pipeline:
         stages = {"spool": self.writer.stats()} if self.writer is not None else {}
         stages.update({name: channel.stats() for name, channel in self.channels.items()})
         return stages
+
+    # -- observable gauges (appevents.metrics) -------------------------------------------------------------------
+    def observe_queues(self) -> list[tuple[str, int]]:
+        """(stage, events pending) per stage, for ``appevents.queue.size``."""
+        return [(name, stats.pending) for name, stats in self.stats().items()]
+
+    def observe_published(self) -> list[tuple[str | None, int]]:
+        """(``event.type`` value or None, events published), for ``appevents.events.published``."""
+        # An itertools.count tells its next value only in its repr: "count(N)".
+        return [(key, int(repr(counter)[6:-1])) for key, counter in list(self._published.items())]
+
+    def observe_spool(self) -> tuple[str, int, int] | None:
+        """(spool path, rows, bytes) as the writer last read them, for ``appevents.spool.size``/``.bytes``."""
+        writer = self.writer
+        size = writer.size() if writer is not None else None
+        return None if size is None or writer is None else (str(writer.spool.path), *size)
 
 
 def _report(stats: Mapping[str, DeliveryStats], timeout_s: float, *, spool: object, alive: list[str]) -> bool:
@@ -412,6 +447,9 @@ def build_pipeline(
     settings: AppEventsSettings,
     exporters: Mapping[str, object] | None = None,
     extra_processors: Iterable[LogRecordProcessor] = (),
+    *,
+    meter_provider: MeterProvider | None = None,
 ) -> Pipeline:
-    """Build the pipeline for ``settings``: the named exporters plus any given instances (errors raise)."""
-    return Pipeline(settings, exporters, extra_processors)
+    """Build the pipeline for ``settings``: the named exporters plus any given instances (errors raise).
+    ``meter_provider``: where its self-metrics go (default: see :func:`appevents.metrics.instruments_for`)."""
+    return Pipeline(settings, exporters, extra_processors, meter_provider=meter_provider)
