@@ -1,4 +1,5 @@
-"""Command line: ``appevents tail`` reads the local event log, ``appevents demo`` shows the pipeline at work."""
+"""Command line: ``appevents tail`` reads the local event log, ``appevents demo`` shows the pipeline at work,
+``appevents doctor`` checks the configuration and the destinations it names."""
 
 from __future__ import annotations
 
@@ -88,6 +89,20 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(temporal=not args.no_temporal, temporal_address=args.temporal_address)
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from appevents.doctor import run_doctor
+
+    env_file = Path(args.env_file) if args.env_file else None
+    return run_doctor(as_json=args.json, timeout_s=args.timeout, env_file=env_file)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appevents", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +121,24 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-temporal", action="store_true", help="skip the Temporal workflow part")
     demo.add_argument("--temporal-address", help="use this Temporal server instead of starting a dev server")
     demo.set_defaults(handler=_demo)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check the settings and every configured destination; exit 1 if a required check fails",
+        description="Check what the application would run with (its environment): the settings, each exporter in "
+        "APPEVENTS_EXPORTERS (installed, buildable, its destination reachable) and the spool. One line per check; "
+        "exit status 0 when every required check passes, 1 otherwise.",
+    )
+    doctor.add_argument("--json", action="store_true", help="print the checks as a JSON list instead")
+    doctor.add_argument(
+        "--timeout", type=_positive, default=2.0, metavar="SECONDS", help="bound of each check (default 2)"
+    )
+    doctor.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help="also read this dotenv file (variables already set win); appevents itself reads only the environment",
+    )
+    doctor.set_defaults(handler=_doctor)
     return parser
 
 

@@ -35,11 +35,18 @@ from dapr.clients.grpc._request import BulkPublishEntry
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
-from appevents.auth import AuthError, HeaderProvider, RefreshableHeaderProvider, header_provider_from_settings
+from appevents.auth import (
+    AuthError,
+    AuthSettings,
+    HeaderProvider,
+    RefreshableHeaderProvider,
+    header_provider_from_settings,
+)
 from appevents.delivery import LogOnce
-from appevents.exporting import EncodedEvent, ExportOutcome
+from appevents.exporting import Check, EncodedEvent, ExportOutcome
 from appevents.records import encoded_from_record
 from appevents.settings import AppEventsSettings
+from appevents_exporter_dapr.diagnose import diagnose_dapr
 from appevents_exporter_dapr.failures import (
     EntryRefused,
     Failure,
@@ -130,7 +137,11 @@ class DaprExporter(LogRecordExporter):
         self.binding = self.settings.binding_name(core)
         self.operation = self.settings.binding_operation(core)
         self.pubsub = self.settings.pubsub
-        self._header_provider = header_provider_from_settings() if header_provider == "env" else header_provider
+        #: The OAuth2 settings read from the environment (``header_provider="env"``), for :meth:`diagnose`.
+        self._auth_settings = AuthSettings() if header_provider == "env" else None
+        self._header_provider = (
+            header_provider_from_settings(self._auth_settings) if header_provider == "env" else header_provider
+        )
         self._static_metadata = self.settings.metadata_values()
         self._log_once = LogOnce(_logger)
         kind = "pubsub" if self.mode is DaprMode.PUBSUB else "binding"
@@ -191,6 +202,19 @@ class DaprExporter(LogRecordExporter):
         self._sidecar.close()  # first: calls in flight end now (CANCELLED) instead of at their deadline
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def diagnose(self, timeout_s: float) -> list[Check]:
+        """``appevents doctor``'s checks for this exporter (see :mod:`appevents_exporter_dapr.diagnose`): the sidecar
+        answers, lists its components, has this exporter's component; the token endpoint issues a token. Each step
+        bounded by ``timeout_s``; nothing is sent to the component; independent of this exporter's own client."""
+        kind = "pubsub" if self.mode is DaprMode.PUBSUB else "binding"
+        return diagnose_dapr(
+            component=self._sidecar.component,
+            kind=kind,
+            auth=self._auth_settings,
+            custom_auth=self._auth_settings is None and self._header_provider is not None,
+            timeout_s=timeout_s,
+        )
 
     def stats(self) -> DaprExporterStats:
         return DaprExporterStats(

@@ -34,8 +34,9 @@ from segment.analytics.consumer import Consumer
 
 from appevents import AppEventsSettings, ConfigurationError
 from appevents.delivery import LogOnce
-from appevents.exporting import EncodedEvent, ExportOutcome
+from appevents.exporting import Check, EncodedEvent, ExportOutcome
 from appevents.records import EVENT_NAME_ATTRIBUTE, encoded_from_record, event_from_json
+from appevents_exporter_segment._diagnose import diagnose_segment
 from appevents_exporter_segment._mapping import SegmentTrack, track_for_event
 from appevents_exporter_segment._redaction import (
     REDACTED,
@@ -504,6 +505,11 @@ class SegmentExporter(LogRecordExporter):
             _logger.warning("appevents: the Segment consumer thread did not stop within %g s", join_timeout)
         else:
             logging.getLogger(SEGMENT_LOGGER_NAME).removeFilter(self._secrets)
+
+    def diagnose(self, timeout_s: float) -> list[Check]:
+        """``appevents doctor``'s checks for this exporter: the write key is set (shown as ``****``), the host
+        answers HTTP within ``timeout_s`` (no event sent). See :mod:`appevents_exporter_segment._diagnose`."""
+        return diagnose_segment(self.settings, timeout_s)
 
     def stats(self) -> SegmentExportStats:
         """The counters now (see :class:`SegmentExportStats`)."""

@@ -1,0 +1,248 @@
+"""`appevents doctor`, the checks the core makes itself: settings, exporter names, the local log, the spool, OTLP.
+
+Run in-process through the command line's ``main`` (the Dapr and Segment checks, and the command as a separate
+process, are in ``tests/dapr/test_doctor.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appevents import Event
+from appevents.cli import main
+from appevents.local import LocalEventLog
+from appevents.records import encode_event
+from appevents.spool import Spool
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(autouse=True)
+def _no_destinations(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("APPEVENTS_SPOOL_PATH", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def _doctor(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(["doctor", *args])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def _checks(capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, dict[str, Any]]]:
+    code = main(["doctor", "--json"])
+    checks = json.loads(capsys.readouterr().out)
+    return code, {check["name"]: check for check in checks}
+
+
+def test_doctor_passes_with_the_default_local_log(capsys: pytest.CaptureFixture[str]) -> None:
+    code, output = _doctor(capsys)
+    assert code == 0, output
+    assert "✔ settings: APPEVENTS_EXPORTERS=local (default)" in output
+    assert "✔ exporter local:" in output and "✔ local event log:" in output
+    assert "✘" not in output
+
+
+def test_doctor_names_invalid_settings_without_echoing_their_values(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APPEVENTS_SPOOL_SYNC", "hunter2-not-a-mode")
+    monkeypatch.setenv("APPEVENTS_MAX_QUEUE_SIZE", "hunter3-not-a-number")
+    code, output = _doctor(capsys)
+    assert code == 1
+    settings_line = next(line for line in output.splitlines() if line.startswith("✘ settings"))
+    assert "APPEVENTS_SPOOL_SYNC" in settings_line and "APPEVENTS_MAX_QUEUE_SIZE" in settings_line
+    assert "hunter2" not in output and "hunter3" not in output
+
+
+def test_doctor_names_an_unknown_exporter(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPEVENTS_EXPORTERS", "local,nosuch")
+    code, checks = _checks(capsys)
+    assert code == 1
+    assert checks["exporter nosuch"]["ok"] is False
+    assert "installed: " in checks["exporter nosuch"]["detail"] and "local" in checks["exporter nosuch"]["detail"]
+    assert "APPEVENTS_EXPORTERS" in checks["exporter nosuch"]["fix"]
+    assert checks["local event log"]["ok"] is True
+
+
+def test_doctor_checks_an_existing_local_log_without_writing_to_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "events.db"
+    log = LocalEventLog(path)
+    event = Event(event_type="order.received", data={"order_id": "o-1"})
+    log.append([(event, event.model_dump_json(), None)])
+    log.close()
+    monkeypatch.setenv("APPEVENTS_LOCAL_PATH", str(path))
+    code, checks = _checks(capsys)
+    assert code == 0
+    assert "writable (1 event(s) stored" in checks["local event log"]["detail"]
+    assert LocalEventLog(path).count() == 1
+
+
+def test_doctor_probes_a_new_local_log_and_leaves_nothing_behind(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("APPEVENTS_LOCAL_PATH", str(tmp_path / "a" / "b" / "events.db"))
+    code, checks = _checks(capsys)
+    assert code == 0
+    assert "does not exist yet" in checks["local event log"]["detail"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_doctor_names_an_unwritable_local_log(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    monkeypatch.setenv("APPEVENTS_LOCAL_PATH", str(tmp_path / "file" / "events.db"))
+    code, checks = _checks(capsys)
+    assert code == 1
+    check = checks["local event log"]
+    assert check["ok"] is False and check["required"] is True
+    assert str(tmp_path / "file" / "events.db") in check["detail"]
+    assert "APPEVENTS_LOCAL_PATH" in check["fix"]
+
+
+def _spool_with(path: Path, count: int, *, age_s: float, max_bytes: int = 1 << 20) -> int:
+    """A spool left by a pipeline that stopped with ``count`` events (the oldest ``age_s`` old); returns bytes."""
+    spool = Spool(path, max_bytes=max_bytes, exporters=["local"])
+    events = [
+        encode_event(Event(event_type="order.received", data={"n": n}), time.time_ns() - int(age_s * 1e9))
+        for n in range(count)
+    ]
+    taken, _ = spool.append(events)
+    spool.commit()
+    spool.close()
+    return sum(len(e.body) for e in events[:taken])
+
+
+def _owners(path: Path) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT * FROM owners ORDER BY owner").fetchall()
+    finally:
+        db.close()
+
+
+def test_doctor_reports_the_spool_depth_bytes_and_oldest_age_without_registering(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "spool.db"
+    size = _spool_with(path, 3, age_s=150)
+    owners = _owners(path)
+    monkeypatch.setenv("APPEVENTS_SPOOL_PATH", str(path))
+    code, checks = _checks(capsys)
+    assert code == 0
+    detail = checks["spool"]["detail"]
+    assert "3 event(s) waiting" in detail
+    assert f"{size / 1024:.1f} KiB of 512.0 MiB (APPEVENTS_SPOOL_MAX_BYTES)" in detail
+    assert "oldest 2 min" in detail
+    assert "1 pipeline(s) registered (1 closed with events left)" in detail
+    assert _owners(path) == owners  # no owner row added, none touched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spool.db"]  # no -wal/-shm left behind
+
+
+def test_doctor_flags_a_full_spool(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "spool.db"
+    _spool_with(path, 5, age_s=1, max_bytes=10_000)
+    monkeypatch.setenv("APPEVENTS_SPOOL_PATH", str(path))
+    monkeypatch.setenv("APPEVENTS_SPOOL_MAX_BYTES", "100")
+    code, checks = _checks(capsys)
+    assert code == 1
+    assert checks["spool"]["detail"].startswith("full: new events are refused")
+    assert "APPEVENTS_SPOOL_MAX_BYTES" in checks["spool"]["fix"]
+
+
+def test_doctor_accepts_a_spool_not_created_yet(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("APPEVENTS_SPOOL_PATH", str(tmp_path / "spool" / "spool.db"))
+    code, checks = _checks(capsys)
+    assert code == 0
+    assert "does not exist yet" in checks["spool"]["detail"]
+    assert not (tmp_path / "spool").exists()
+
+
+@pytest.fixture
+def collector() -> Iterator[int]:
+    """A port that accepts TCP connections (all the OTLP check asks of it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield sock.getsockname()[1]
+
+
+def test_doctor_connects_to_the_otlp_endpoint(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, collector: int
+) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    monkeypatch.setenv("APPEVENTS_EXPORTERS", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://user:pw-secret@127.0.0.1:{collector}")
+    code, checks = _checks(capsys)
+    assert code == 0
+    assert f"127.0.0.1:{collector}" in checks["otlp endpoint"]["detail"]
+    assert "pw-secret" not in checks["otlp endpoint"]["detail"]
+    # The logs endpoint wins over the base endpoint.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", f"http://127.0.0.1:{port}/v1/logs")
+    code, checks = _checks(capsys)
+    assert code == 1
+    assert checks["otlp endpoint"]["ok"] is False
+    assert "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT" in checks["otlp endpoint"]["detail"]
+
+
+def test_doctor_says_a_dotenv_file_is_not_read_unless_asked(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("APPEVENTS_EXPORTERS=local,from-dotenv\n")
+    code, checks = _checks(capsys)
+    assert code == 0
+    assert checks[".env"]["required"] is False and "not read" in checks[".env"]["detail"]
+    assert "exporter from-dotenv" not in checks
+    # --env-file puts the file's variables into os.environ: have monkeypatch remove APPEVENTS_EXPORTERS afterwards.
+    monkeypatch.setenv("APPEVENTS_EXPORTERS", "local")
+    monkeypatch.delenv("APPEVENTS_EXPORTERS")
+    code = main(["doctor", "--json", "--env-file", str(tmp_path / ".env")])
+    checks = {check["name"]: check for check in json.loads(capsys.readouterr().out)}
+    assert code == 1
+    assert checks["exporter from-dotenv"]["ok"] is False
+    assert ".env" not in checks and str(tmp_path / ".env") in checks["settings"]["detail"]
+
+
+def test_doctor_masks_values_of_secret_variables_wherever_they_appear(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MY_SERVICE_PASSWORD", "blocked-path")
+    (tmp_path / "blocked-path").write_text("a file")
+    monkeypatch.setenv("APPEVENTS_LOCAL_PATH", str(tmp_path / "blocked-path" / "events.db"))
+    code, output = _doctor(capsys)
+    assert code == 1
+    assert "blocked-path" not in output and "****" in output
+
+
+def test_doctor_runs_as_python_dash_m_appevents(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "appevents", "doctor", "--json"],
+        env={"PATH": "/usr/bin:/bin", "APPEVENTS_LOCAL_PATH": str(tmp_path / "events.db")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [check["ok"] for check in json.loads(result.stdout)] == [True, True, True]
