@@ -13,14 +13,18 @@ measured is the caller's own cost (and the engine behind it). ``local`` (the SQL
    - bare OTel ``Logger.emit`` of the event JSON as body (``LoggerProvider`` + ``BatchLogRecordProcessor`` + a no-op
      exporter): the cheapest "event as a log record";
    - the same with the event's fields flattened into attributes (the usual hand-written OTel event);
-   - ``EventStore.publish`` of a built event (enrich + serialise + hand-off), and ``Event(...)`` + publish
-     (validation included);
+   - ``EventStore.publish`` of a built event (enrich + redaction scan with the default keys + serialise +
+     hand-off), and ``Event(...)`` + publish (validation included);
    - ``await EventStore.publish_event(event)`` with the spool off (memory queue) and on (``APPEVENTS_SPOOL_PATH``
      in a temp dir: the hand-off goes to the spool writer's inbox; the writer group-commits in the background).
 
    Ratios: publish / bare JSON-body emit (goal <= 1.0); spool on / off for ``publish_event`` (goal <= 1.2).
 
-2. ``EventStore.publish(event, wait=True)`` latency, one call at a time, p50/p99 in µs: with the spool it returns
+2. Redaction (``APPEVENTS_REDACT_KEYS``): ``EventStore.publish`` with the default keys vs ``redact_keys=[]`` (off),
+   for events with nothing to redact — the 4-key data above and a nested 22-key payload (objects in objects, objects
+   in an array) — per call median (p99) in µs over interleaved rounds. Ratio on / off: goal <= 1.10.
+
+3. ``EventStore.publish(event, wait=True)`` latency, one call at a time, p50/p99 in µs: with the spool it returns
    once the event is durable (committed to the spool); without, once the exporter has delivered it.
 """
 
@@ -40,11 +44,22 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExp
 
 from appevents import AppEventsSettings, Event, EventStore, configure
 from appevents.exporting import EncodedEvent, ExportOutcome
+from appevents.settings import DEFAULT_REDACT_KEYS
 
 ROUNDS = 15
 PER_ROUND = 2_000
 WAIT_SAMPLES = 1_000
 DATA = {"order_id": "order-789", "customer_id": "cust-42", "total_amount": 129.5, "item_count": 3}
+#: 22 keys at four levels, none of them a credential name: what redaction scans and leaves as it is.
+NESTED = {
+    "order_id": "order-789",
+    "customer": {"id": "cust-42", "name": "Ada Lovelace", "email": "ada@example.com", "tier": "gold"},
+    "items": [{"sku": "A-1", "quantity": 2, "unit_price": 10.5}, {"sku": "B-2", "quantity": 1, "unit_price": 99.0}],
+    "shipping": {"method": "express", "address": {"city": "Paris", "postcode": "75001", "country": "FR"}},
+    "total_amount": 120.0,
+    "currency": "EUR",
+    "status": "new",
+}
 
 
 class NoopExporter(LogRecordExporter):
@@ -70,14 +85,18 @@ class NoopEventExporter:
         pass
 
 
-def use(spool: Path | None = None, exporter: str = "noop", local_path: Path | None = None) -> None:
-    """Configure appevents: the no-op encoded exporter (or ``local``), the spool at ``spool`` if given."""
+def use(
+    spool: Path | None = None, exporter: str = "noop", local_path: Path | None = None, *, redact: bool = True
+) -> None:
+    """Configure appevents: the no-op encoded exporter (or ``local``), the spool at ``spool`` if given, redaction
+    with the default keys (or off)."""
     settings = AppEventsSettings(
         exporters=["local"] if exporter == "local" else [],
         max_queue_size=100_000,
         application_name="bench",
         spool_path=spool,
         **({"local_path": local_path} if local_path is not None else {}),
+        redact_keys=list(DEFAULT_REDACT_KEYS) if redact else [],
     )
     configure(settings, exporters={"noop": NoopEventExporter()} if exporter == "noop" else None)  # type: ignore[dict-item]
 
@@ -129,8 +148,8 @@ def attributes_emit_round(provider: LoggerProvider, attributes: dict[str, object
     provider.force_flush()
 
 
-def publish_round(samples: list[float]) -> float:
-    events = iter([Event(event_type="order.received", data=DATA) for _ in range(PER_ROUND)])
+def publish_round(samples: list[float], data: dict[str, object] = DATA) -> float:
+    events = iter([Event(event_type="order.received", data=data) for _ in range(PER_ROUND)])
     start = time.perf_counter()
     timed_calls(lambda: EventStore.publish(next(events)), samples)
     drain()
@@ -186,6 +205,27 @@ def check_stats(label: str) -> None:
             print(f"  !! {label}: {name} {s}")
 
 
+def redaction_costs() -> dict[str, list[float]]:
+    """``publish`` of events with nothing to redact, redaction on (default keys) and off, interleaved rounds."""
+    variants = {
+        "flat on": (DATA, True),
+        "flat off": (DATA, False),
+        "nested on": (NESTED, True),
+        "nested off": (NESTED, False),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for data, redact in variants.values():  # warm up every path
+        use(redact=redact)
+        publish_round([], data)
+    for _ in range(ROUNDS):
+        for name, (data, redact) in variants.items():
+            use(redact=redact)
+            publish_round(samples[name], data)
+            check_stats(f"redaction {name}")
+    EventStore.shutdown()
+    return samples
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="appevents-bench-") as tmp:
         run(Path(tmp))
@@ -239,6 +279,7 @@ def run(tmp: Path) -> None:
         check_stats(label)
     EventStore.shutdown()
     loop.close()
+    redaction = redaction_costs()
 
     median = {k: statistics.median(v) for k, v in samples.items()}
     one, five, _ = os.getloadavg()
@@ -248,7 +289,7 @@ def run(tmp: Path) -> None:
     for key, label in (
         ("bare", "bare OTel Logger.emit, JSON body (BatchLogRecordProcessor, no-op)"),
         ("attrs", f"bare OTel Logger.emit, {len(flat)} flattened attributes (same)"),
-        ("publish", "EventStore.publish of a built Event (enrich + serialise + hand-off)"),
+        ("publish", "EventStore.publish of a built Event (enrich, redact, encode, hand-off)"),
         ("both", "Event(...) + EventStore.publish (validation + all of the above)"),
         ("async", "await EventStore.publish_event(event), spool off"),
         ("async_spool", "await EventStore.publish_event(event), spool on (APPEVENTS_SPOOL_PATH)"),
@@ -269,6 +310,17 @@ def run(tmp: Path) -> None:
         early = ", ".join(f"{mode} {drain.early[mode]} of {drain.flushes[mode]}" for mode in drain.flushes)
         print(f"!! EventStore.flush_sync returned True with events still pending: {early} flushes")
         print("   (the rates above wait until EventStore.stats() shows nothing pending)")
+    print("\nredaction (APPEVENTS_REDACT_KEYS), events with nothing to redact; publish per-call median (p99) in µs:")
+    for key, label in (
+        ("flat on", "4-key data, default keys"),
+        ("flat off", "4-key data, redaction off (redact_keys=[])"),
+        ("nested on", "nested 22-key data, default keys"),
+        ("nested off", "nested 22-key data, redaction off"),
+    ):
+        print(f"  {label:<68} {statistics.median(redaction[key]):7.2f} ({p(redaction[key], 99):7.2f})")
+    for shape in ("flat", "nested"):
+        ratio = statistics.median(redaction[f"{shape} on"]) / statistics.median(redaction[f"{shape} off"])
+        print(f"ratio redaction on / off, {shape + ' data:':<14}             {ratio:.2f}  (goal <= 1.10)")
     print(f"\npublish(event, wait=True) latency, {WAIT_SAMPLES} calls one at a time, µs:")
     print(f"{'':<58} {'p50':>8} {'p99':>8}")
     for label, values in waits.items():

@@ -37,6 +37,7 @@ from appevents.exporting import EncodedEvent, Waiter
 from appevents.models import Event
 from appevents.pipeline import Pipeline
 from appevents.records import record_attributes
+from appevents.redaction import redactor_of
 from appevents.settings import AppEventsSettings
 
 __all__ = ["EventStore", "configure"]
@@ -298,6 +299,17 @@ class EventStore:
                 return False
             settings = pipeline.settings
             enrich(event, settings, cls._state.enrichers)
+            redactor = redactor_of(settings)  # made once per settings object, i.e. per pipeline; None: off
+            if redactor is not None:
+                data = event.data
+                redacted = redactor(data)  # the same object when nothing matches
+                if redacted is not data:
+                    # Replaced on the instance, not only in the encoded copy: after this line nothing can read the
+                    # values from the event — the body below, record_attributes (which never carry data, so the
+                    # span event cannot either), an error message, the caller's own log of the event after
+                    # publish. The caller's dict is not changed (redact copies on write). Written to __dict__
+                    # like enrichment: the redacted data is JSON, and the size is checked again below.
+                    event.__dict__["data"] = redacted
             body = _to_json(event)  # raises for data changed in place into something that is not JSON
             if len(body) > settings.max_event_bytes + _ENRICHMENT_ALLOWANCE:
                 cls._refuse(
