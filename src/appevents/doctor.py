@@ -46,8 +46,9 @@ from typing import TextIO
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from appevents.engine import shutdown_exporter
 from appevents.errors import ConfigurationError
-from appevents.exporting import Check
+from appevents.exporting import Check, safe_url
 from appevents.pipeline import EXPORTER_ENTRY_POINT_GROUP, available_exporters
 from appevents.settings import AppEventsSettings
 
@@ -107,7 +108,7 @@ def run_checks(
             diagnoses = _diagnose_all(built, settings, timeout_s)
         finally:
             for name, exporter in built.items():
-                _shutdown(name, exporter)
+                shutdown_exporter(exporter, name)
         for name in names:
             checks += per_exporter[name] + diagnoses.get(name, [])
         if settings.spool_path is not None:
@@ -305,16 +306,6 @@ def _listed(diagnose: Callable[[float], Sequence[Check]], timeout_s: float) -> l
     return list(diagnose(timeout_s))
 
 
-def _shutdown(name: str, exporter: object) -> None:
-    shutdown = getattr(exporter, "shutdown", None)
-    if shutdown is None:
-        return
-    try:
-        shutdown()
-    except Exception as exc:
-        _logger.debug("appevents doctor: shutting exporter %s down failed: %r", name, exc)
-
-
 # -- local -----------------------------------------------------------------------------------------------------
 def _check_local(path: Path, timeout_s: float) -> Check:
     """The log is opened with a write lock taken and released (no row written); a log not created yet is stood in
@@ -439,7 +430,7 @@ def _check_otlp(timeout_s: float) -> Check:
     for variable in ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
         value = os.environ.get(variable, "").strip()
         if value:
-            source = f"{variable}={_safe_url(value)}"
+            source = f"{variable}={safe_url(value)}"
             break
     else:
         value, source = DEFAULT_OTLP_ENDPOINT, f"default {DEFAULT_OTLP_ENDPOINT}; OTEL_EXPORTER_OTLP_ENDPOINT unset"
@@ -459,18 +450,6 @@ def _check_otlp(timeout_s: float) -> Check:
         return Check(name, False, f"no TCP connection to {host}:{port} ({source}): {type(exc).__name__}", fix)
     took = (time.monotonic() - started) * 1000
     return Check(name, True, f"TCP connection to {host}:{port} in {took:.0f} ms ({source})")
-
-
-def _safe_url(url: str) -> str:
-    """The URL without user info, query or fragment (they may carry credentials)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-    except ValueError:
-        return "<not a URL>"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 # -- logs and secrets ------------------------------------------------------------------------------------------

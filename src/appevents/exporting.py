@@ -32,6 +32,7 @@ Two kinds of exporters plug in:
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -43,6 +44,7 @@ __all__ = [
     "ExportOutcome",
     "Waiter",
     "preferred_batch_size",
+    "safe_url",
     "wants_event",
 ]
 
@@ -163,6 +165,20 @@ class Check:
     detail: str
     fix: str = ""
     required: bool = True
+
+
+def safe_url(url: str) -> str:
+    """``url`` as a check may show it: without user info, query or fragment (they may carry credentials)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+    except ValueError:
+        return "<not a URL>"
+    if not parts.scheme:  # host:port
+        return url.rsplit("@", 1)[-1]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def preferred_batch_size(exporter: object, default: int) -> int:

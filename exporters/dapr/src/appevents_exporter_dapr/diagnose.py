@@ -29,7 +29,7 @@ from dapr.conf.helpers import GrpcEndpoint
 from dapr.proto.runtime.v1 import dapr_pb2_grpc, metadata_pb2
 
 from appevents.auth import AuthError, AuthSettings, ClientCredentialsTokenProvider
-from appevents.exporting import Check
+from appevents.exporting import Check, safe_url
 from appevents_exporter_dapr.sidecar import _component_hint
 
 __all__ = ["diagnose_dapr"]
@@ -126,11 +126,11 @@ def _addresses() -> str:
     grpc_endpoint = dapr_settings.DAPR_GRPC_ENDPOINT
     host = dapr_settings.DAPR_RUNTIME_HOST
     if http:
-        http_part = f"DAPR_HTTP_ENDPOINT={_safe_url(http)}"
+        http_part = f"DAPR_HTTP_ENDPOINT={safe_url(http)}"
     else:
         http_part = f"DAPR_HTTP_ENDPOINT unset: {host}:{dapr_settings.DAPR_HTTP_PORT} (DAPR_RUNTIME_HOST, _HTTP_PORT)"
     if grpc_endpoint:
-        grpc_part = f"DAPR_GRPC_ENDPOINT={_safe_url(grpc_endpoint)}"
+        grpc_part = f"DAPR_GRPC_ENDPOINT={safe_url(grpc_endpoint)}"
     else:
         grpc_part = f"DAPR_GRPC_ENDPOINT unset: {host}:{dapr_settings.DAPR_GRPC_PORT} (DAPR_RUNTIME_HOST, _GRPC_PORT)"
     return f"{http_part}, {grpc_part}"
@@ -142,7 +142,7 @@ def _api_token_headers() -> dict[str, str]:
 
 
 def _check_health(url: str, where: str, timeout_s: float) -> Check:
-    shown = _safe_url(url)
+    shown = safe_url(url)
     request = urllib.request.Request(url, headers={"User-Agent": "appevents-doctor", **_api_token_headers()})
     started = time.monotonic()
     try:
@@ -235,7 +235,7 @@ def _check_component(component: str, kind: str, components: dict[str, str]) -> C
 def _check_token(auth: AuthSettings, timeout_s: float) -> Check:
     name = "dapr token endpoint"
     bounded = auth.model_copy(update={"request_timeout_s": timeout_s, "failure_cooldown_s": 0.0})
-    url = _safe_url(auth.token_url or "")
+    url = safe_url(auth.token_url or "")
     who = f"client_id {auth.client_id!r}, client secret {MASK}"
     started = time.monotonic()
     try:
@@ -251,17 +251,3 @@ def _check_token(auth: AuthSettings, timeout_s: float) -> Check:
         return Check(name, False, f"{message}; client secret {MASK}", fix)
     took = (time.monotonic() - started) * 1000
     return Check(name, True, f"{url} issued a token ({len(token)} characters) in {took:.0f} ms ({who})")
-
-
-def _safe_url(url: str) -> str:
-    """The URL without user info, query or fragment (they may carry credentials)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-    except ValueError:
-        return "<not a URL>"
-    if not parts.scheme:  # host:port
-        return url.rsplit("@", 1)[-1]
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from appevents.exporting import Check
+from appevents.exporting import Check, safe_url
 from appevents_exporter_segment._settings import DEFAULT_HOST, SegmentExporterSettings
 
 __all__ = ["diagnose_segment"]
@@ -34,7 +34,7 @@ def diagnose_segment(settings: SegmentExporterSettings, timeout_s: float) -> lis
 
 def _check_host(host: str, timeout_s: float) -> Check:
     name = "segment host"
-    shown = _safe_url(host)
+    shown = safe_url(host)
     setting = "APPEVENTS_SEGMENT_HOST" + ("" if host != DEFAULT_HOST else " unset: the default")
     fix = (
         f"check the network path to {shown} (proxy, firewall, DNS), or set APPEVENTS_SEGMENT_HOST to the regional "
@@ -55,15 +55,3 @@ def _check_host(host: str, timeout_s: float) -> Check:
         )
     took = (time.monotonic() - started) * 1000
     return Check(name, True, f"{shown} answered HTTP {status} in {took:.0f} ms ({setting}; no event sent)")
-
-
-def _safe_url(url: str) -> str:
-    """The URL without user info, query or fragment (they may carry credentials)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        netloc = parts.hostname or ""
-        if parts.port is not None:
-            netloc = f"{netloc}:{parts.port}"
-    except ValueError:
-        return "<not a URL>"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
