@@ -9,7 +9,7 @@ import pytest
 
 from appevents import EventStore
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "support.metric_points"]  # the latter: the self-metrics tests' reader fixture
 
 
 @pytest.fixture(autouse=True)

@@ -316,9 +316,8 @@ def test_doctor_finishes_within_ten_seconds_with_everything_unreachable(
 
 
 def test_doctor_runs_as_the_appevents_command(stack: Stack) -> None:
-    script = Path(sys.executable).with_name("appevents")
-    if not script.exists():
-        pytest.skip("no appevents console script next to this interpreter")
+    script = Path(sys.executable).with_name("appevents")  # the console script the install put beside python
+    assert script.exists(), f"{script} is missing: the appevents entry point was not installed"
     result = subprocess.run(
         [str(script), "doctor"], env=stack.env, cwd=stack.tmp, capture_output=True, text=True, timeout=60
     )

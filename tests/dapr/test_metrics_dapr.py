@@ -3,57 +3,24 @@ is counted by ``appevents.events.failed``/``dropped`` exactly as ``EventStore.st
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import grpc
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from appevents import Event, EventStore
-from appevents.metrics import use_meter_provider
 from appevents_exporter_dapr import DaprExporter
 from support.dapr_sidecar import DaprSidecar, HttpReceiver
+from support.metric_points import Metrics, assert_metrics_equal_stats
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def reader() -> Iterator[InMemoryMetricReader]:
-    metric_reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[metric_reader])
-    use_meter_provider(provider)
-    yield metric_reader
-    EventStore.shutdown(timeout_s=5)
-    use_meter_provider(None)
-    provider.shutdown()
-
-
-def counters(reader: InMemoryMetricReader) -> dict[str, dict[tuple[str, str], int]]:
-    """``{instrument: {(exporter, reason or ""): value}}`` of the ``appevents`` scope (histograms: their count)."""
-    found: dict[str, dict[tuple[str, str], int]] = {}
-    data = reader.get_metrics_data()
-    for resource in data.resource_metrics if data is not None else []:
-        for scope in resource.scope_metrics:
-            if scope.scope.name != "appevents":
-                continue
-            for metric in scope.metrics:
-                for point in metric.data.data_points:
-                    attributes = dict(point.attributes or {})
-                    key = (str(attributes.get("exporter", "")), str(attributes.get("reason", "")))
-                    value = point.count if isinstance(point, HistogramDataPoint) else getattr(point, "value", 0)
-                    found.setdefault(metric.name, {})[key] = int(value)
-    return found
-
-
 def assert_dapr_counts_match(reader: InMemoryMetricReader) -> None:
-    stats = EventStore.stats()["dapr"]
-    found = counters(reader)
-    assert found.get("appevents.events.exported", {}).get(("dapr", ""), 0) == stats.delivered
-    failed = {reason: n for (name, reason), n in found.get("appevents.events.failed", {}).items() if name == "dapr"}
-    dropped = {reason: n for (name, reason), n in found.get("appevents.events.dropped", {}).items() if name == "dapr"}
-    assert failed == stats.failed_reasons and dropped == stats.dropped_reasons, (found, stats)
-    assert found["appevents.export.duration"][("dapr", "")] >= 1
+    metrics = Metrics(reader)
+    assert_metrics_equal_stats(metrics, EventStore.stats())
+    assert metrics.durations().get("dapr", 0) >= 1
 
 
 def test_refused_events_are_counted_failed_by_reason_as_in_stats(
