@@ -16,7 +16,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -28,21 +28,13 @@ from appevents.exporting import EncodedEvent, ExportOutcome
 from appevents.pipeline import Pipeline, build_pipeline
 from appevents.records import encode_event, event_from_json
 from support.metric_points import Metrics, assert_metrics_equal_stats
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def _settings(**overrides: object) -> AppEventsSettings:
     return AppEventsSettings(**{"exporters": [], "schedule_delay_ms": 20, **overrides})  # type: ignore[arg-type]
-
-
-def wait_until(condition: Callable[[], object], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 class Scripted:

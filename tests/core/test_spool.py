@@ -23,6 +23,7 @@ from appevents import AppEventsSettings, ConfigurationError, DeliveryStats, Even
 from appevents.exporting import EncodedEvent, ExportOutcome
 from appevents.local import LocalEventLog
 from appevents.records import encode_event
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,15 +62,6 @@ def assert_identity(stats: DeliveryStats) -> None:
 def spooled_rows(spool: Path) -> int:
     with sqlite3.connect(spool) as db:
         return int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-
-
-def wait_until(condition: object, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_events_stay_spooled_while_the_destination_is_down_and_are_delivered_when_it_returns(tmp_path: Path) -> None:

@@ -22,20 +22,12 @@ from appevents.pipeline import Pipeline
 from appevents.testing import CapturedEvents, InMemoryEventExporter
 from appevents_exporter_segment import SegmentExporter
 from support.segment_receiver import SegmentReceiver
+from support.waiting import wait_until
 
 ConfigureSegment = Callable[..., Pipeline]
 ExporterOf = Callable[[Pipeline], SegmentExporter]
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_lifecycle_event_is_posted_as_a_track_call_with_basic_auth(
@@ -257,7 +249,7 @@ def test_a_full_library_queue_makes_the_exporter_wait_instead_of_dropping(
     exporter = exporter_of(pipeline)
     for _ in range(10):
         EventStore.publish(lifecycle_event(ApplicationEventNames.ACTIVITY_START))
-    assert _wait_until(lambda: exporter.stats().accepted >= 2)
+    assert wait_until(lambda: exporter.stats().accepted >= 2)
     assert EventStore.flush_sync(0.3) is False
     segment_receiver.release()
     assert EventStore.flush_sync(10)

@@ -24,6 +24,7 @@ from appevents.exporting import EncodedEvent, ExportOutcome
 from appevents.records import encode_event, record_attributes
 from appevents_exporter_segment import SegmentExporter, SegmentExporterSettings
 from support.segment_receiver import SegmentReceiver
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -45,15 +46,6 @@ def ids(events: list[EncodedEvent]) -> list[str]:
 
 def is_empty(outcome: ExportOutcome) -> bool:
     return not (outcome.failed or outcome.dropped or outcome.retry)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def consumer_threads() -> set[threading.Thread]:
