@@ -23,7 +23,7 @@ from appevents.exporting import EncodedEvent, ExportOutcome
 from appevents.models import Event
 from appevents.records import encoded_from_record, event_from_json
 from appevents.settings import AppEventsSettings
-from appevents.sqlite_batches import insert_rows
+from appevents.sqlite_batches import connect_wal, insert_rows, while_locked
 
 __all__ = ["LocalEventLog", "LocalExporter", "StoredEvent", "create_local_exporter"]
 
@@ -78,21 +78,12 @@ class LocalEventLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, check_same_thread=False)
+        self._db = connect_wal(self.path, busy_timeout_s)
         try:
-            self._prepare()
+            while_locked(lambda: self._db.executescript(_SCHEMA), busy_timeout_s)
         except BaseException:
             self._db.close()
             raise
-
-    def _prepare(self) -> None:
-        # Switching to WAL takes an exclusive lock and SQLite does not wait for it (no busy handler there): only
-        # the first opener of a new file switches; the others see WAL already set.
-        if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        with self._db:
-            self._db.executescript(_SCHEMA)
 
     def append(self, events: Sequence[tuple[Event, str, int | None]]) -> int:
         """Store ``(event, event_json, published_ns)`` rows in one transaction; returns how many were new."""

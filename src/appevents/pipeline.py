@@ -331,6 +331,10 @@ class Pipeline:
                 flushed = bool(force_flush(max(0, int((deadline - time.monotonic()) * 1000)))) and flushed
         return flushed
 
+    def wait_built(self, timeout_s: float) -> bool:
+        """Wait (up to ``timeout_s``) for a background build to finish; True once the pipeline is live."""
+        return self._wait_built(time.monotonic() + timeout_s)
+
     def _wait_built(self, deadline: float) -> bool:
         if self._builder is not None:
             self._builder.join(max(0.0, deadline - time.monotonic()))

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appevents.exporting import EncodedEvent
-from appevents.sqlite_batches import insert_rows
+from appevents.sqlite_batches import connect_wal, insert_rows, while_locked
 
 __all__ = ["Orphan", "Spool", "SpoolReader"]
 
@@ -79,10 +79,7 @@ READ_MAX_BYTES = 64 * 1024 * 1024
 
 
 def _connect(path: Path, busy_timeout_s: float, sync: str) -> sqlite3.Connection:
-    db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-    return db
+    return connect_wal(path, busy_timeout_s, sync=sync, autocommit=True)
 
 
 @dataclass(frozen=True)
@@ -112,14 +109,30 @@ class Spool:
         self._busy_timeout_s = busy_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = _connect(self.path, busy_timeout_s, sync)
-        self._db.executescript(_SCHEMA)
         self.owner = uuid.uuid4().hex
         self._pid = os.getpid()
         self._host = socket.gethostname()
-        self._db.execute(
-            "INSERT INTO owners (owner, pid, started, host, exporters, heartbeat_ns) VALUES (?, ?, ?, ?, ?, ?)",
-            (self.owner, self._pid, _process_start(self._pid), self._host, ",".join(self.exporters), time.time_ns()),
-        )
+
+        def register() -> None:
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO owners (owner, pid, started, host, exporters, heartbeat_ns)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    self.owner,
+                    self._pid,
+                    _process_start(self._pid),
+                    self._host,
+                    ",".join(self.exporters),
+                    time.time_ns(),
+                ),
+            )
+
+        try:
+            while_locked(register, busy_timeout_s)
+        except BaseException:
+            self._db.close()
+            raise
 
     def reader(self) -> SpoolReader:
         """A connection for one exporter thread (SQLite connections are not shared between threads here)."""

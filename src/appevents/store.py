@@ -459,7 +459,17 @@ def _resolve(future: asyncio.Future[bool], ok: bool) -> None:
         future.set_result(ok)
 
 
+#: How long a fork waits for a pipeline still being built in the background (see _before_fork).
+_FORK_WAITS_FOR_BUILD_S = 10.0
+
+
 def _before_fork() -> None:
+    # A pipeline built in the background imports and constructs its exporters on its own thread; forked in the
+    # middle of that, the child inherits a half-imported module and an import lock held by a thread it does not
+    # have (its own build then fails or hangs). So a fork waits for the build first (bounded).
+    pipeline = EventStore._state.pipeline
+    if pipeline is not None:
+        pipeline.wait_built(_FORK_WAITS_FOR_BUILD_S)
     EventStore._state.lock.acquire()  # no fork while a pipeline is being swapped
 
 
