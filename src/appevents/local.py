@@ -23,7 +23,7 @@ from appevents.exporting import EncodedEvent, ExportOutcome
 from appevents.models import Event
 from appevents.records import encoded_from_record, event_from_json
 from appevents.settings import AppEventsSettings
-from appevents.sqlite_batches import connect_wal, insert_rows, while_locked
+from appevents.sqlite_batches import connect_wal, fork_safe, insert_rows, while_locked
 
 __all__ = ["LocalEventLog", "LocalExporter", "StoredEvent", "create_local_exporter"]
 
@@ -80,7 +80,7 @@ class LocalEventLog:
         self._lock = threading.Lock()
         self._db = connect_wal(self.path, busy_timeout_s)
         try:
-            while_locked(lambda: self._db.executescript(_SCHEMA), busy_timeout_s)
+            while_locked(fork_safe(lambda: self._db.executescript(_SCHEMA)), busy_timeout_s)
         except BaseException:
             self._db.close()
             raise
@@ -106,6 +106,7 @@ class LocalEventLog:
             ]
         )
 
+    @fork_safe
     def append_rows(self, rows: Sequence[tuple[object, ...]]) -> int:
         """Store rows (the ``events`` columns but ``seq``, in order) in one transaction; returns how many were new
         (an event id already stored is ignored: re-delivery after a restart is harmless)."""
@@ -120,6 +121,7 @@ class LocalEventLog:
             )
             return self._db.total_changes - before
 
+    @fork_safe
     def append_bodies(self, rows: Sequence[tuple[str, str, int | None, str]]) -> list[str]:
         """Store ``(event_id, event_type, published_ns, event_json)`` rows in one transaction, the other columns
         read from the JSON by SQLite (off the GIL). Returns the ids of rows not stored because their JSON is not
@@ -139,6 +141,7 @@ class LocalEventLog:
                 )
             return [i for i in ids if i not in present]
 
+    @fork_safe
     def query(
         self,
         *,
@@ -164,12 +167,14 @@ class LocalEventLog:
             rows = self._db.execute(sql, params).fetchall()
         return [StoredEvent(seq, published_ns, body) for seq, published_ns, body in rows]
 
+    @fork_safe
     def last_seq(self) -> int:
         """Position of the newest event (0 for an empty log): ``query(after_seq=...)`` continues from it."""
         with self._lock:
             (seq,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
         return int(seq)
 
+    @fork_safe
     def count(self) -> int:
         with self._lock:
             (n,) = self._db.execute("SELECT COUNT(*) FROM events").fetchone()
@@ -178,6 +183,7 @@ class LocalEventLog:
     def __iter__(self) -> Iterator[Event]:
         return (stored.event() for stored in self.query())
 
+    @fork_safe
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appevents.exporting import EncodedEvent
-from appevents.sqlite_batches import connect_wal, insert_rows, while_locked
+from appevents.sqlite_batches import connect_wal, fork_safe, insert_rows, while_locked
 
 __all__ = ["Orphan", "Spool", "SpoolReader"]
 
@@ -113,6 +113,7 @@ class Spool:
         self._pid = os.getpid()
         self._host = socket.gethostname()
 
+        @fork_safe
         def register() -> None:
             self._db.executescript(_SCHEMA)
             self._db.execute(
@@ -139,6 +140,7 @@ class Spool:
         return SpoolReader(_connect(self.path, self._busy_timeout_s, self._sync))
 
     # -- writer --------------------------------------------------------------------------------------------------
+    @fork_safe
     def append(self, events: Sequence[EncodedEvent]) -> tuple[int, int]:
         """Append as many of ``events`` as fit under ``max_bytes`` (in order) in a transaction left open; returns
         (how many, the seq of the last one). :meth:`commit` (or :meth:`rollback`) ends it — in between, the caller
@@ -188,15 +190,19 @@ class Spool:
             raise
         return taken, int(last_seq)
 
+    @fork_safe
     def commit(self) -> None:
         self._db.execute("COMMIT")
 
+    @fork_safe
     def rollback(self) -> None:
         self._db.execute("ROLLBACK")
 
+    @fork_safe
     def heartbeat(self) -> None:
         self._db.execute("UPDATE owners SET heartbeat_ns = ? WHERE owner = ?", (time.time_ns(), self.owner))
 
+    @fork_safe
     def checkpoint(self, cursors: Mapping[str, Mapping[str, int]], finished: Iterable[str] = ()) -> None:
         """Persist ``cursors`` (owner → exporter → seq) and drop the rows every exporter has passed, in one
         transaction. A ``finished`` orphan (replayed to the end) is forgotten once none of its rows is left."""
@@ -228,6 +234,7 @@ class Spool:
             self._db.execute(f"DELETE FROM events WHERE {where}", params)
             self._db.execute("UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'bytes'", (int(size),))
 
+    @fork_safe
     def claim_orphans(self) -> tuple[list[Orphan], list[tuple[str, str]]]:
         """Claim every owner whose process is gone (or that was closed with events left) and whose exporters are
         all configured here, with its cursors. Also returns (owner, its exporters) of orphans left for a pipeline
@@ -265,12 +272,14 @@ class Spool:
                 claimed.append(Orphan(owner, cursors))
         return claimed, left
 
+    @fork_safe
     def size(self) -> tuple[int, int]:
         """(events, body bytes) in the spool, every owner included."""
         (count,) = self._db.execute("SELECT COUNT(*) FROM events").fetchone()
         (used,) = self._db.execute("SELECT value FROM meta WHERE key = 'bytes'").fetchone()
         return int(count), int(used)
 
+    @fork_safe
     def close(self) -> None:
         """Forget this owner if none of its rows is left, else mark it closed (its leftovers become an orphan for
         the next pipeline); close the connection."""
@@ -290,6 +299,7 @@ class SpoolReader:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 
+    @fork_safe
     def read(self, owner: str, after_seq: int, limit: int) -> list[EncodedEvent]:
         """The next ``limit`` events of ``owner`` after ``after_seq``, in order (fewer when their bodies pass
         :data:`READ_MAX_BYTES`; always at least one).
@@ -330,6 +340,7 @@ class SpoolReader:
         events.sort(key=lambda event: event.seq)  # group_concat's order is the subquery's in practice, not by law
         return events
 
+    @fork_safe
     def close(self) -> None:
         self._db.close()
 

@@ -9,15 +9,85 @@ holds it to reach its switch interval (5 ms) when that thread is busy — and a 
 
 from __future__ import annotations
 
+import functools
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
-__all__ = ["connect_wal", "insert_rows", "while_locked"]
+__all__ = ["connect_wal", "fork_safe", "insert_rows", "while_locked"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+#: How long a fork waits for our threads to leave SQLite.
+_FORK_WAITS_S = 5.0
+
+
+class _ForkGate:
+    """Keeps ``os.fork()`` from happening while one of our threads is inside SQLite.
+
+    SQLite's own mutexes (its allocator's, its file locks' table) are held by whichever thread is inside it; a
+    child forked at that moment inherits them held by a thread it does not have, and its first SQLite call
+    hangs. Our SQLite calls enter this gate (shared, cheap); a fork closes it, waits for them to leave (bounded),
+    and opens it again in both processes.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._inside = 0
+        self._forking = False
+
+    def enter(self) -> None:
+        with self._cond:
+            while self._forking:
+                self._cond.wait()
+            self._inside += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._inside -= 1
+            if not self._inside:
+                self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        deadline = time.monotonic() + _FORK_WAITS_S
+        with self._cond:
+            self._forking = True
+            while self._inside and (remaining := deadline - time.monotonic()) > 0:
+                self._cond.wait(remaining)
+
+    def after_fork_in_parent(self) -> None:
+        with self._cond:
+            self._forking = False
+            self._cond.notify_all()
+
+    def after_fork_in_child(self) -> None:
+        self.__init__()  # type: ignore[misc]  # the parent's threads are not here: a fresh, open gate
+
+
+_GATE = _ForkGate()
+os.register_at_fork(
+    before=_GATE.before_fork, after_in_parent=_GATE.after_fork_in_parent, after_in_child=_GATE.after_fork_in_child
+)
+
+
+def fork_safe(method: Callable[P, T]) -> Callable[P, T]:
+    """Run ``method`` (which calls SQLite) inside the fork gate (see :class:`_ForkGate`)."""
+
+    @functools.wraps(method)
+    def gated(*args: P.args, **kwargs: P.kwargs) -> T:
+        _GATE.enter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _GATE.leave()
+
+    return gated
+
 
 #: Rows per statement, whatever the column count: large enough to amortise, small enough for every SQLite build.
 _MAX_ROWS = 4096
@@ -61,6 +131,7 @@ def connect_wal(
     """A connection to ``path`` in WAL mode (switched only by whoever finds it not in WAL yet), usable from any
     thread (the caller serialises its use)."""
 
+    @fork_safe
     def connect() -> sqlite3.Connection:
         db = sqlite3.connect(
             path, timeout=busy_timeout_s, isolation_level=None if autocommit else "DEFERRED", check_same_thread=False
