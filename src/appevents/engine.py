@@ -189,6 +189,10 @@ class Channel:
         return True if self._accepts is None else bool(self._accepts(event))
 
     # -- publishing caller (memory mode) -------------------------------------------------------------------------
+    def room(self) -> int:
+        """How many more events :meth:`offer` queues now (0 once closing)."""
+        return 0 if self._closing else max(0, self._max_queue - len(self._queue))
+
     def offer(self, event: EncodedEvent) -> None:
         """Queue ``event`` (a deque append); a full or closed queue drops it, counted, one warning an episode."""
         if self._closing or len(self._queue) >= self._max_queue:
@@ -206,7 +210,7 @@ class Channel:
             warn = not self._full_warned
             self._full_warned = True
         if event.waiter is not None:
-            event.waiter.release(False)
+            event.waiter.release(False, reason)
         if warn:
             _logger.warning(
                 "appevents: the %s queue is %s; new events are dropped and counted until it drains "
@@ -390,10 +394,11 @@ class Channel:
             self._progress.notify_all()
         if any(event.waiter is not None for event in batch):
             retried = {id(event) for event in outcome.retry}
-            refused = {id(event) for event, _ in (*failed, *dropped)}
+            refused = {id(event): reason for event, reason in (*failed, *dropped)}
             for event in batch:
                 if event.waiter is not None and id(event) not in retried:
-                    event.waiter.release(id(event) not in refused)
+                    reason = refused.get(id(event))
+                    event.waiter.release(reason is None, reason or "")
 
     # -- control -------------------------------------------------------------------------------------------------
     def _settled_target_locked(self) -> int:
@@ -454,7 +459,7 @@ class Channel:
         self._metrics.dropped({"shutdown": len(left)})  # nobody waits on these counts: after them is fine
         for event in left:
             if event.waiter is not None:
-                event.waiter.release(False)
+                event.waiter.release(False, "shutdown")
 
     @property
     def thread_alive(self) -> bool:
@@ -535,6 +540,10 @@ class SpoolWriter:
             )
 
     # -- publishing caller ---------------------------------------------------------------------------------------
+    def room(self) -> int:
+        """How many more events :meth:`submit` takes now (0 once closing)."""
+        return 0 if self._closing else max(0, self._max_inbox - len(self._inbox))
+
     def submit(self, event: EncodedEvent) -> None:
         if self._closing or len(self._inbox) >= self._max_inbox:
             reason = "shutdown" if self._closing else "queue_full"
@@ -543,7 +552,7 @@ class SpoolWriter:
                 self._dropped_at_door += 1
                 self._dropped[reason] += 1
             if event.waiter is not None:
-                event.waiter.release(False)
+                event.waiter.release(False, reason)
             if reason == "queue_full":
                 self._log_once(
                     "inbox-full",
@@ -659,7 +668,7 @@ class SpoolWriter:
             self._lock.notify_all()
         for index, event in enumerate(batch):
             if event.waiter is not None:
-                event.waiter.release(index < taken)
+                event.waiter.release(index < taken, "" if index < taken else reason)
 
     def checkpoint(self) -> None:
         cursors: dict[str, dict[str, int]] = {}

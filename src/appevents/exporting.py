@@ -56,7 +56,7 @@ class Waiter:
     event loop (the releasing thread schedules the wake-up on the loop).
     """
 
-    __slots__ = ("_callback", "_event", "_lock", "_remaining", "ok")
+    __slots__ = ("_callback", "_event", "_lock", "_remaining", "ok", "reason")
 
     def __init__(self, parties: int = 1) -> None:
         self._remaining = parties
@@ -65,6 +65,8 @@ class Waiter:
         self._callback: Callable[[bool], None] | None = None
         #: False once any party reported the event as not delivered (dropped, failed, not durable).
         self.ok = True
+        #: The first reason a party gave for not delivering (``queue_full``, ``unavailable``, ``too_large`` …).
+        self.reason = ""
 
     def add_parties(self, n: int) -> None:
         with self._lock:
@@ -78,11 +80,12 @@ class Waiter:
                 return
         callback(self.ok)
 
-    def release(self, ok: bool = True) -> None:
-        """One party is done with the event; the last one wakes the waiter."""
+    def release(self, ok: bool = True, reason: str = "") -> None:
+        """One party is done with the event (``reason``: why not, when not ``ok``); the last one wakes the waiter."""
         with self._lock:
             if not ok:
                 self.ok = False
+                self.reason = self.reason or reason
             self._remaining -= 1
             if self._remaining > 0 or self._event.is_set():
                 return
@@ -90,6 +93,11 @@ class Waiter:
             callback, self._callback = self._callback, None
         if callback is not None:
             callback(self.ok)
+
+    @property
+    def released(self) -> bool:
+        """Every party is done with the event."""
+        return self._event.is_set()
 
     def wait(self, timeout_s: float | None) -> bool:
         """True when released with every party reporting success within ``timeout_s``."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -92,14 +93,31 @@ def create_console_exporter(settings: AppEventsSettings) -> LogRecordExporter:
 
 
 def create_otlp_exporter(settings: AppEventsSettings) -> LogRecordExporter:
-    """``otlp``: the standard OTLP/HTTP log exporter, configured by the ``OTEL_EXPORTER_OTLP_*`` variables."""
+    """``otlp``: the standard OTLP log exporter of the protocol ``OTEL_EXPORTER_OTLP_LOGS_PROTOCOL`` (or
+    ``OTEL_EXPORTER_OTLP_PROTOCOL``) names: ``http/protobuf`` (default) or ``grpc``. Each reads the other standard
+    ``OTEL_EXPORTER_OTLP_*`` / ``OTEL_EXPORTER_OTLP_LOGS_*`` variables itself (endpoint, headers, timeout,
+    compression, certificates)."""
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
+    ).strip() or "http/protobuf"
+    if protocol not in ("http/protobuf", "grpc"):
+        raise ConfigurationError(
+            f"OTEL_EXPORTER_OTLP_(LOGS_)PROTOCOL is {protocol!r}; the otlp exporter speaks 'http/protobuf' or 'grpc' "
+            "(the OpenTelemetry Python SDK has no http/json log exporter)"
+        )
     try:
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcExporter
+
+            return GrpcExporter()
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpExporter
+
+        return HttpExporter()
     except ImportError as exc:
         raise ConfigurationError(
-            "the otlp exporter needs opentelemetry-exporter-otlp-proto-http: pip install 'appevents[otlp]'"
+            f"the otlp exporter ({protocol}) needs opentelemetry-exporter-otlp-proto-"
+            f"{'grpc' if protocol == 'grpc' else 'http'}: pip install 'appevents[otlp]'"
         ) from exc
-    return OTLPLogExporter()
 
 
 def _resource(settings: AppEventsSettings) -> Resource:
@@ -313,7 +331,17 @@ class Pipeline:
         if not self.channels and self._on_unrouted is not None:
             self._on_unrouted(1)
         if waiter is not None:
-            waiter.release(bool(self.channels))  # the router's own party
+            waiter.release(bool(self.channels), "" if self.channels else "no_exporter")  # the router's own party
+
+    def room(self) -> int:
+        """How many events :meth:`submit` takes now without dropping one for a full queue: the admission check of
+        a publisher that would rather push back than drop (the OTLP bridge answers 429 when a request does not
+        fit). Exact for a single publisher (queues only drain meanwhile); 0 before the pipeline is live."""
+        if not self._ready or self._shutting_down:
+            return 0
+        if self.writer is not None:
+            return self.writer.room()
+        return min((channel.room() for channel in self.channels.values()), default=0)
 
     # -- draining ------------------------------------------------------------------------------------------------
     def flush(self, timeout_s: float) -> bool:

@@ -87,3 +87,39 @@ def test_events_reach_an_otlp_endpoint_as_log_records_with_event_name_and_trace(
         assert record.trace_id == span.get_span_context().trace_id.to_bytes(16, "big")
         service = {a.key: a.value.string_value for a in resource.attributes}["service.name"]
         assert service == "shop"
+
+
+@pytest.mark.parametrize(
+    ("variables", "module"),
+    [
+        ({}, "opentelemetry.exporter.otlp.proto.http._log_exporter"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "opentelemetry.exporter.otlp.proto.grpc._log_exporter"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "opentelemetry.exporter.otlp.proto.http._log_exporter"),
+        (  # the logs-specific variable wins
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "grpc"},
+            "opentelemetry.exporter.otlp.proto.grpc._log_exporter",
+        ),
+    ],
+)
+def test_the_otlp_protocol_variables_choose_the_transport(
+    variables: dict[str, str], module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    from appevents.pipeline import create_otlp_exporter
+
+    exporter = create_otlp_exporter(AppEventsSettings())
+    try:
+        assert type(exporter).__module__ == module
+    finally:
+        exporter.shutdown()
+
+
+def test_an_unknown_otlp_protocol_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from appevents.errors import ConfigurationError
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    with pytest.raises(ConfigurationError, match="http/protobuf' or 'grpc'"):
+        configure(AppEventsSettings(exporters=["otlp"]))
