@@ -1,5 +1,6 @@
 """Command line: ``appevents tail`` reads the local event log, ``appevents demo`` shows the pipeline at work,
-``appevents doctor`` checks the configuration and the destinations it names."""
+``appevents doctor`` checks the configuration and the destinations it names, ``appevents bridge`` receives OTLP
+logs and delivers the events they carry."""
 
 from __future__ import annotations
 
@@ -96,6 +97,41 @@ def _doctor(args: argparse.Namespace) -> int:
     return run_doctor(as_json=args.json, timeout_s=args.timeout, env_file=env_file)
 
 
+def _bridge(args: argparse.Namespace) -> int:
+    import logging
+
+    from pydantic import ValidationError
+
+    from appevents.errors import ConfigurationError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        from appevents.bridge import BridgeSettings, run_bridge
+    except ImportError as exc:
+        print(f"appevents bridge needs its extra: pip install 'appevents[bridge]' ({exc})", file=sys.stderr)
+        return 2
+    overrides = {
+        name: value
+        for name, value in (
+            ("http", args.http),
+            ("grpc", args.grpc),
+            ("tls_cert_file", args.tls_cert),
+            ("tls_key_file", args.tls_key),
+        )
+        if value is not None
+    }
+    try:
+        settings = BridgeSettings(**overrides)
+        return run_bridge(settings, AppEventsSettings())
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        print(f"appevents bridge: bad settings: {problems}", file=sys.stderr)
+        return 2
+    except (ConfigurationError, OSError) as exc:
+        print(f"appevents bridge: {exc}", file=sys.stderr)
+        return 2
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -117,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--interval", type=float, default=0.2, help=argparse.SUPPRESS)
     tail.set_defaults(handler=_tail)
 
-    demo = sub.add_parser("demo", help="publish the seed's example events and show them landing")
+    demo = sub.add_parser("demo", help="publish the application-sdk EventStore's example events and show them landing")
     demo.add_argument("--no-temporal", action="store_true", help="skip the Temporal workflow part")
     demo.add_argument("--temporal-address", help="use this Temporal server instead of starting a dev server")
     demo.set_defaults(handler=_demo)
@@ -139,6 +175,19 @@ def _parser() -> argparse.ArgumentParser:
         help="also read this dotenv file (variables already set win); appevents itself reads only the environment",
     )
     doctor.set_defaults(handler=_doctor)
+
+    bridge = sub.add_parser(
+        "bridge",
+        help="receive OTLP logs (HTTP and gRPC) and deliver the events they carry to the configured exporters",
+        description="Receive OTLP logs from an OpenTelemetry Collector (or any OTLP exporter) and deliver every record "
+        "that carries an appevents event, unchanged, to the exporters in APPEVENTS_EXPORTERS. Settings: "
+        "APPEVENTS_BRIDGE_* (token, TLS, limits; see the README). SIGTERM/SIGINT drains and exits.",
+    )
+    bridge.add_argument("--http", metavar="HOST:PORT", help="OTLP/HTTP listener, or 'off' (default 127.0.0.1:4318)")
+    bridge.add_argument("--grpc", metavar="HOST:PORT", help="OTLP/gRPC listener, or 'off' (default 127.0.0.1:4317)")
+    bridge.add_argument("--tls-cert", metavar="PEM", help="TLS certificate for both listeners (with --tls-key)")
+    bridge.add_argument("--tls-key", metavar="PEM", help="TLS private key for both listeners")
+    bridge.set_defaults(handler=_bridge)
     return parser
 
 

@@ -1,0 +1,203 @@
+"""``appevents bridge``: OTLP logs in (HTTP and gRPC), appevents events out through the configured exporters.
+
+An OpenTelemetry Collector pipeline (or any OTLP log exporter, appevents' own ``otlp`` included) sends log records
+here; every record that carries an event (see :mod:`appevents.bridge._decode`) becomes that event again — not
+re-enriched, not rewritten — and goes to the exporters named in ``APPEVENTS_EXPORTERS`` (Dapr binding or pub/sub,
+Segment, the local log), through the same delivery engine, durable spool included when ``APPEVENTS_SPOOL_PATH``
+is set. A request is answered once its events are durable or delivered (see :mod:`appevents.bridge._intake`), so
+what the bridge acknowledges is never lost; back-pressure is a 429 / ``RESOURCE_EXHAUSTED`` with a retry hint.
+
+It is a network listener: ``APPEVENTS_BRIDGE_TOKEN`` makes every request carry ``Authorization: Bearer <token>``
+(checked in constant time, never logged), TLS is one certificate and key for both listeners, bodies are capped
+(``APPEVENTS_BRIDGE_MAX_BODY_BYTES``), and concurrency and open connections are bounded (see
+:class:`BridgeSettings`). SIGTERM or SIGINT: stop accepting, answer the requests in flight, drain, exit.
+
+In code::
+
+    bridge = Bridge(BridgeSettings(http="127.0.0.1:0", grpc="off")).start()
+    ...  # bridge.http_port
+    bridge.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import ssl
+import threading
+import time
+from collections.abc import Mapping
+from types import FrameType
+
+from appevents import _runtime
+from appevents.bridge._intake import Intake
+from appevents.bridge._service import BridgeStats, ExportService
+from appevents.bridge._settings import BridgeSettings, parse_endpoint
+from appevents.delivery import DeliveryStats
+from appevents.pipeline import Pipeline, build_pipeline
+from appevents.settings import AppEventsSettings
+
+__all__ = ["Bridge", "BridgeSettings", "BridgeStats", "run_bridge"]
+
+_logger = logging.getLogger("appevents.bridge")
+
+
+class Bridge:
+    """The two listeners over one delivery pipeline. ``start()`` builds the pipeline (configuration errors raise
+    :class:`~appevents.ConfigurationError`) and opens the listeners; ``stop()`` drains and closes everything."""
+
+    def __init__(
+        self,
+        settings: BridgeSettings | None = None,
+        app_settings: AppEventsSettings | None = None,
+        *,
+        exporters: Mapping[str, object] | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else BridgeSettings()
+        self.app_settings = app_settings if app_settings is not None else AppEventsSettings()
+        self._exporters = exporters
+        self.pipeline: Pipeline | None = None
+        self._service: ExportService | None = None
+        self._http: object | None = None
+        self._grpc: object | None = None
+        self._stopped = False
+
+    @property
+    def http_port(self) -> int | None:
+        from appevents.bridge._http import HttpListener
+
+        return self._http.port if isinstance(self._http, HttpListener) else None
+
+    @property
+    def grpc_port(self) -> int | None:
+        from appevents.bridge._grpc import GrpcListener
+
+        return self._grpc.port if isinstance(self._grpc, GrpcListener) else None
+
+    def start(self) -> Bridge:
+        settings = self.settings
+        _runtime.set_max_event_bytes(self.app_settings.max_event_bytes)
+        self.pipeline = build_pipeline(self.app_settings, self._exporters)
+        self._service = ExportService(Intake(self.pipeline, ack_timeout_s=settings.ack_timeout_s), settings.token)
+        try:
+            http_address = parse_endpoint(settings.http)
+            if http_address is not None:
+                from appevents.bridge._http import HttpListener
+
+                self._http = HttpListener(
+                    http_address,
+                    self._service,
+                    max_body_bytes=settings.max_body_bytes,
+                    max_concurrent_requests=settings.max_concurrent_requests,
+                    max_connections=settings.max_connections,
+                    idle_timeout_s=settings.idle_timeout_s,
+                    ssl_context=self._ssl_context(),
+                ).start()
+            grpc_address = parse_endpoint(settings.grpc)
+            if grpc_address is not None:
+                from appevents.bridge._grpc import GrpcListener
+
+                self._grpc = GrpcListener(
+                    grpc_address,
+                    self._service,
+                    max_body_bytes=settings.max_body_bytes,
+                    max_concurrent_requests=settings.max_concurrent_requests,
+                    credentials=self._grpc_credentials(),
+                ).start()
+        except BaseException:
+            self.stop(timeout_s=1.0)
+            raise
+        return self
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.settings.tls_cert_file is None or self.settings.tls_key_file is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.settings.tls_cert_file, self.settings.tls_key_file)
+        return context
+
+    def _grpc_credentials(self) -> object | None:
+        if self.settings.tls_cert_file is None or self.settings.tls_key_file is None:
+            return None
+        import grpc
+
+        credentials: object = grpc.ssl_server_credentials(
+            [(self.settings.tls_key_file.read_bytes(), self.settings.tls_cert_file.read_bytes())]
+        )
+        return credentials
+
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """Stop accepting, answer the requests in flight, drain the exporters; all within ``timeout_s`` (default
+        ``APPEVENTS_BRIDGE_DRAIN_TIMEOUT_S``). True when nothing accepted was lost (see ``Pipeline.shutdown``)."""
+        if self._stopped:
+            return True
+        self._stopped = True
+        from appevents.bridge._grpc import GrpcListener
+        from appevents.bridge._http import HttpListener
+
+        timeout_s = self.settings.drain_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
+        grpc_done: threading.Event | None = None
+        if isinstance(self._grpc, GrpcListener):
+            grpc_done = self._grpc.stop(timeout_s)
+        if isinstance(self._http, HttpListener):
+            self._http.stop_accepting()
+        if self._service is not None:
+            self._service.intake.close(max(0.0, deadline - time.monotonic()))
+        if isinstance(self._http, HttpListener):
+            self._http.close_connections()
+        if grpc_done is not None:
+            grpc_done.wait(max(0.0, deadline - time.monotonic()))
+        if self.pipeline is None:
+            return True
+        return self.pipeline.shutdown(max(0.5, deadline - time.monotonic()))
+
+    def stats(self) -> BridgeStats:
+        return self._service.stats() if self._service is not None else BridgeStats()
+
+    def delivery_stats(self) -> dict[str, DeliveryStats]:
+        """The exporters' counters (as ``EventStore.stats()``)."""
+        return self.pipeline.stats() if self.pipeline is not None else {}
+
+
+def run_bridge(settings: BridgeSettings | None = None, app_settings: AppEventsSettings | None = None) -> int:
+    """Run the bridge until SIGTERM or SIGINT; the exit code is 0 when nothing accepted was lost."""
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    bridge = Bridge(settings, app_settings).start()
+    try:
+        listening = [f"OTLP/HTTP on {_where(bridge.settings.http, bridge.http_port)}"] if bridge.http_port else []
+        if bridge.grpc_port:
+            listening.append(f"OTLP/gRPC on {_where(bridge.settings.grpc, bridge.grpc_port)}")
+        _logger.warning(
+            "appevents bridge: listening for %s%s; delivering to %s",
+            " and ".join(listening),
+            " (TLS)" if bridge.settings.tls_cert_file else "",
+            ", ".join(bridge.app_settings.exporters) or "nothing",
+        )
+        while not stop.wait(0.5):
+            pass
+        _logger.warning("appevents bridge: stopping (draining for up to %gs)", bridge.settings.drain_timeout_s)
+    finally:
+        ok = bridge.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    stats = bridge.stats()
+    _logger.warning(
+        "appevents bridge: stopped; %d event(s) acknowledged, %d record(s) ignored, %d refused %s",
+        stats.acknowledged,
+        stats.ignored,
+        sum(stats.rejected.values()),
+        dict(stats.rejected) if stats.rejected else "",
+    )
+    return 0 if ok else 1
+
+
+def _where(configured: str, port: int | None) -> str:
+    address = parse_endpoint(configured)
+    host = address[0] if address is not None else "?"
+    return f"{host}:{port}"
