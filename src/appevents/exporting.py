@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import threading
 import urllib.parse
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -42,11 +43,22 @@ __all__ = [
     "EncodedEvent",
     "EventExporter",
     "ExportOutcome",
+    "Settlement",
     "Waiter",
+    "WaiterGroup",
     "preferred_batch_size",
     "safe_url",
     "wants_event",
 ]
+
+
+class Settlement(Protocol):
+    """Someone waits for this event: the engine adds a party per stage that takes it (the spool writer, or each
+    exporter) and each releases it once done (``ok`` False with a short ``reason`` when not delivered)."""
+
+    def add_parties(self, n: int) -> None: ...
+
+    def release(self, ok: bool = True, reason: str = "") -> None: ...
 
 
 class Waiter:
@@ -104,6 +116,57 @@ class Waiter:
         return self._event.wait(timeout_s) and self.ok
 
 
+class WaiterGroup:
+    """Waits for many events at once, under one lock: each event gets a :meth:`member`; :meth:`wait` returns once
+    every member is released, and :attr:`failed` counts the events not delivered, by reason (one per event, however
+    many exporters refused it). The OTLP bridge waits for a request's events this way: a :class:`Waiter` per event
+    would cost a ``threading.Event`` each."""
+
+    def __init__(self) -> None:
+        self._done = threading.Condition()
+        self._pending = 0
+        self.failed: Counter[str] = Counter()
+
+    def member(self) -> Settlement:
+        with self._done:
+            self._pending += 1
+        return _GroupMember(self)
+
+    def wait(self, timeout_s: float) -> bool:
+        """True when every member was released within ``timeout_s``."""
+        with self._done:
+            return self._done.wait_for(lambda: self._pending == 0, timeout_s)
+
+    def _settled(self, ok: bool, reason: str) -> None:  # with the lock held
+        if not ok:
+            self.failed[reason] += 1
+        self._pending -= 1
+        if self._pending == 0:
+            self._done.notify_all()
+
+
+class _GroupMember:
+    __slots__ = ("_group", "_ok", "_reason", "_remaining")
+
+    def __init__(self, group: WaiterGroup) -> None:
+        self._group = group
+        self._remaining = 1
+        self._ok = True
+        self._reason = ""
+
+    def add_parties(self, n: int) -> None:
+        with self._group._done:
+            self._remaining += n
+
+    def release(self, ok: bool = True, reason: str = "") -> None:
+        with self._group._done:
+            if not ok and self._ok:
+                self._ok, self._reason = False, reason
+            self._remaining -= 1
+            if self._remaining == 0:
+                self._group._settled(self._ok, self._reason)
+
+
 @dataclass(slots=True, eq=False)
 class EncodedEvent:
     """One published event as every exporter receives it."""
@@ -123,7 +186,8 @@ class EncodedEvent:
     trace_flags: int = 0
     #: Position in the durable spool (0 without one).
     seq: int = 0
-    waiter: Waiter | None = field(default=None, repr=False)
+    #: Someone waits for this event (``publish(wait=True)``, the bridge): the engine releases it once settled.
+    waiter: Settlement | None = field(default=None, repr=False)
 
     @property
     def event_name(self) -> str | None:

@@ -111,9 +111,9 @@ def test_other_logs_are_ignored_and_broken_events_refused_one_by_one() -> None:
     assert decoded.ignored == 2
     assert len(decoded.events) == 1
     assert decoded.rejected == 4
-    assert decoded.reasons == {"invalid": 3, "no_event_id": 1}
+    assert decoded.reasons == {"invalid": 2, "too_large": 1, "no_event_id": 1}
     text = " ".join(decoded.messages)
-    assert "event_type" in text and "event_id" in text
+    assert "event_type" in text and "event_id" in text and "over the limit" in text
     assert "y" * 100 not in text  # messages never echo the input
 
 

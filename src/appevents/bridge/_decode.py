@@ -33,14 +33,18 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from pydantic import ValidationError
 
+from appevents import _runtime
 from appevents.exporting import EncodedEvent
-from appevents.models import Event
+from appevents.models import STORED_EVENT_CONTEXT, Event
 from appevents.records import EVENT_ID_ATTRIBUTE, EVENT_NAME_ATTRIBUTE, TOPIC_ATTRIBUTE, record_attributes
 
 __all__ = ["BadRequest", "Decoded", "TooLarge", "decode_events", "decompress", "parse_request"]
 
 #: How many refusal messages one response repeats (the count is always exact).
 _MAX_MESSAGES = 3
+#: Validation without the size cap: the bridge measures the one encoding it sends instead (same limit, one
+#: serialization instead of two).
+_UNCAPPED = {STORED_EVENT_CONTEXT: True}
 
 
 class BadRequest(ValueError):
@@ -143,19 +147,21 @@ def _string_attributes(record: LogRecord) -> dict[str, str]:
 
 
 def _decode_record(record: LogRecord, decoded: Decoded) -> None:
-    attributes = _string_attributes(record)
-    event_id = attributes.get(EVENT_ID_ATTRIBUTE)
+    # The common case first, and cheaply: a string body holding an event with its id. The attributes are read
+    # only when the body is something else (reading them costs more than the rest of this path).
     body = record.body
     kind = body.WhichOneof("value")
+    attributes: dict[str, str] | None = None
+    text = body.string_value if kind == "string_value" else ""
     try:
-        if kind == "string_value" and body.string_value.lstrip().startswith("{"):
-            text = body.string_value
+        if text[:1] == "{" or (text[:1].isspace() and text.lstrip()[:1] == "{"):
             try:
-                event = Event.model_validate_json(text)
+                event = Event.model_validate_json(text, context=_UNCAPPED)
             except ValidationError as exc:
                 document = _json_object(text)
+                attributes = _string_attributes(record)
                 if document is None or "event_type" not in document:
-                    if event_id is None:
+                    if EVENT_ID_ATTRIBUTE not in attributes:
                         decoded.ignored += 1  # a JSON log line, not an event
                         return
                     event = _event_from_parts(record, attributes, document)
@@ -166,22 +172,27 @@ def _decode_record(record: LogRecord, decoded: Decoded) -> None:
                     raise _Refused("no_event_id", "the event has no event_id (the bridge does not invent one)")
         elif kind == "kvlist_value":
             document = _plain(body)
+            attributes = _string_attributes(record)
             if "event_type" in document:
-                event = Event.model_validate(document)
+                event = Event.model_validate(document, context=_UNCAPPED)
                 if "event_id" not in event.model_fields_set:
                     raise _Refused("no_event_id", "the event has no event_id (the bridge does not invent one)")
-            elif event_id is not None:
+            elif EVENT_ID_ATTRIBUTE in attributes:
                 event = _event_from_parts(record, attributes, document)
             else:
                 decoded.ignored += 1
                 return
-        elif event_id is not None and kind in (None, "string_value"):
-            if kind == "string_value" and body.string_value:
+        elif kind in (None, "string_value") and EVENT_ID_ATTRIBUTE in (attributes := _string_attributes(record)):
+            if text:
                 raise _Refused("bad_body", "the body of an event record must be the event or its data as JSON")
             event = _event_from_parts(record, attributes, {})
         else:
             decoded.ignored += 1
             return
+        encoded = event.model_dump_json().encode()
+        limit = _runtime.max_event_bytes()
+        if len(encoded) > limit:
+            raise _Refused("too_large", f"the event encodes to {len(encoded)} bytes, over the limit of {limit} bytes")
     except ValidationError as exc:
         decoded.refuse("invalid", _validation_message(exc))
         return
@@ -192,7 +203,7 @@ def _decode_record(record: LogRecord, decoded: Decoded) -> None:
         EncodedEvent(
             event.event_id,
             event.event_type,
-            event.model_dump_json().encode(),
+            encoded,
             record_attributes(event),
             record.time_unix_nano or record.observed_time_unix_nano or _created_ns(event),
             int.from_bytes(record.trace_id, "big") if len(record.trace_id) == 16 else 0,
@@ -224,7 +235,7 @@ def _event_from_parts(record: LogRecord, attributes: dict[str, str], data: dict[
         document["event_name"] = attributes[EVENT_NAME_ATTRIBUTE]
     if TOPIC_ATTRIBUTE in attributes:
         document["metadata"] = {"topic_name": attributes[TOPIC_ATTRIBUTE]}
-    return Event.model_validate(document)
+    return Event.model_validate(document, context=_UNCAPPED)
 
 
 def _json_object(text: str) -> dict[str, Any] | None:

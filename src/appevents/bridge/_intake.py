@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from appevents.exporting import EncodedEvent, Waiter
+from appevents.exporting import EncodedEvent, WaiterGroup
 from appevents.pipeline import Pipeline
 
 __all__ = ["Answer", "Intake", "Verdict"]
@@ -75,25 +75,18 @@ class Intake:
                 self._idle.notify_all()
 
     def _deliver(self, events: Sequence[EncodedEvent]) -> Answer:
-        waiters = [Waiter() for _ in events]
+        group = WaiterGroup()
         with self._admit:
             room = self.pipeline.room()
             if room < len(events):
                 return Answer(Verdict.BUSY, why=f"the delivery queues are full ({room} free for {len(events)} events)")
-            for event, waiter in zip(events, waiters, strict=True):
-                event.waiter = waiter
+            for event in events:
+                event.waiter = group.member()
                 self.pipeline.submit(event)
-        deadline = time.monotonic() + self.ack_timeout_s
-        failed: Counter[str] = Counter()
-        passing = ""
-        for waiter in waiters:
-            waiter.wait(max(0.0, deadline - time.monotonic()))
-            if not waiter.released:
-                return Answer(Verdict.UNAVAILABLE, why=f"the events were not delivered within {self.ack_timeout_s:g}s")
-            if not waiter.ok:
-                failed[waiter.reason] += 1
-                if waiter.reason in TRANSIENT_REASONS:
-                    passing = passing or waiter.reason
+        if not group.wait(self.ack_timeout_s):
+            return Answer(Verdict.UNAVAILABLE, why=f"the events were not delivered within {self.ack_timeout_s:g}s")
+        failed = Counter(group.failed)
+        passing = next((reason for reason in failed if reason in TRANSIENT_REASONS), "")
         if passing:
             return Answer(Verdict.UNAVAILABLE, why=f"{sum(failed.values())} event(s) not delivered ({passing})")
         return Answer(Verdict.OK, failed=failed)
