@@ -14,7 +14,6 @@ durable. Configure with ``APPEVENTS_*`` environment variables or :func:`configur
 :mod:`appevents.exporting`.
 """
 
-from appevents.auth import AuthError, ClientCredentialsTokenProvider, HeaderProvider
 from appevents.delivery import DeliveryStats
 from appevents.errors import AppEventsError, ConfigurationError
 from appevents.models import ApplicationEventNames, Event, EventMetadata, EventTypes, WorkflowStates
@@ -26,15 +25,12 @@ __all__ = [
     "AppEventsError",
     "AppEventsSettings",
     "ApplicationEventNames",
-    "AuthError",
-    "ClientCredentialsTokenProvider",
     "ConfigurationError",
     "DeliveryStats",
     "Event",
     "EventMetadata",
     "EventStore",
     "EventTypes",
-    "HeaderProvider",
     "WorkflowStates",
     "__version__",
     "configure",

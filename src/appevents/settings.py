@@ -1,7 +1,9 @@
 """Configuration: one pydantic-settings object, read from the environment, overridable in code.
 
-The seed's configuration names keep working (``EVENT_STORE_NAME``, ``DAPR_BINDING_OPERATION_CREATE``,
-``APP_TENANT_ID``, ``APPLICATION_NAME``, ``ATLAN_BASE_URL``); the ``APPEVENTS_`` names take precedence.
+The Atlan application-sdk's configuration names keep working (``APP_TENANT_ID``, ``APPLICATION_NAME``); the
+``APPEVENTS_`` names take precedence. Its Dapr names (``EVENT_STORE_NAME``, ``DAPR_BINDING_OPERATION_CREATE``)
+are read by the Dapr exporter's own settings; ``ATLAN_BASE_URL`` is read by nothing (the token endpoint is
+``APPEVENTS_AUTH_TOKEN_URL``) and, like any unknown variable, ignored.
 The OpenTelemetry standard ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` are honoured for the resource.
 """
 
@@ -52,20 +54,10 @@ class AppEventsSettings(BaseSettings):
     max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, gt=0)
     #: Prefix put before the event type to form ``metadata.topic_name`` (empty: the topic is the event type).
     topic_prefix: str = ""
-    #: Seed names, kept for compatibility and used by the Dapr exporter.
-    event_store_name: str = Field(
-        default="eventstore", validation_alias=AliasChoices("APPEVENTS_EVENT_STORE_NAME", "EVENT_STORE_NAME")
-    )
-    binding_operation: str = Field(
-        default="create",
-        validation_alias=AliasChoices("APPEVENTS_BINDING_OPERATION", "DAPR_BINDING_OPERATION_CREATE"),
-    )
-    base_url: str | None = Field(default=None, validation_alias=AliasChoices("APPEVENTS_BASE_URL", "ATLAN_BASE_URL"))
     # Each exporter's queue and batching (as OTel's BatchLogRecordProcessor knobs).
     max_queue_size: int = Field(default=20_000, gt=0)
     max_export_batch_size: int = Field(default=512, gt=0)
     schedule_delay_ms: int = Field(default=200, gt=0)
-    export_timeout_ms: int = Field(default=30_000, gt=0)
     #: Durable mode: append every event to this SQLite spool before export (see README, "Delivery").
     spool_path: Path | None = None
     #: Bound of the spool's event bytes; past it, new events are refused and counted (``spool_full``).

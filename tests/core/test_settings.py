@@ -1,4 +1,4 @@
-"""Configuration names are a contract: APPEVENTS_*, the seed's names, and the OTel standard variables."""
+"""Configuration names are a contract: APPEVENTS_*, the Atlan application-sdk's names, and the OTel standard variables."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from appevents import AppEventsSettings, Event, EventStore, configure
 from appevents.testing import CapturedEvents
+from appevents_exporter_dapr import DaprExporterSettings
 
 
 def test_appevents_names_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,16 +24,17 @@ def test_appevents_names_are_read_from_the_environment(monkeypatch: pytest.Monke
     assert settings.max_event_bytes == 1000
 
 
-def test_the_seed_names_still_work_and_ours_win(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("APPLICATION_NAME", "seed-app")
-    monkeypatch.setenv("APP_TENANT_ID", "seed-tenant")
+def test_the_application_sdk_names_still_work_and_ours_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPLICATION_NAME", "sdk-app")
+    monkeypatch.setenv("APP_TENANT_ID", "sdk-tenant")
     monkeypatch.setenv("EVENT_STORE_NAME", "events")
     monkeypatch.setenv("DAPR_BINDING_OPERATION_CREATE", "post")
     monkeypatch.setenv("ATLAN_BASE_URL", "https://example.invalid")
     settings = AppEventsSettings()
-    assert (settings.application_name, settings.tenant_id) == ("seed-app", "seed-tenant")
-    assert (settings.event_store_name, settings.binding_operation) == ("events", "post")
-    assert settings.base_url == "https://example.invalid"
+    assert (settings.application_name, settings.tenant_id) == ("sdk-app", "sdk-tenant")
+    dapr = DaprExporterSettings()  # the application-sdk's Dapr names are the Dapr exporter's
+    assert (dapr.binding, dapr.operation) == ("events", "post")
+    assert "base_url" not in DaprExporterSettings.model_fields  # read by nothing, so not a setting (and ignored)
     monkeypatch.setenv("APPEVENTS_APPLICATION_NAME", "ours")
     assert AppEventsSettings().application_name == "ours"
 

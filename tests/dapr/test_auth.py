@@ -1,4 +1,4 @@
-"""``appevents.auth``: the OAuth2 client-credentials token provider against the stand-in token endpoint."""
+"""The Dapr exporter's OAuth2 client-credentials token provider against the stand-in token endpoint."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import threading
 import pytest
 from pydantic import SecretStr
 
-from appevents.auth import (
+from appevents.errors import AppEventsError, ConfigurationError
+from appevents_exporter_dapr import (
     AuthError,
     AuthSettings,
     ClientCredentialsTokenProvider,
@@ -15,7 +16,6 @@ from appevents.auth import (
     StaticHeaderProvider,
     header_provider_from_settings,
 )
-from appevents.errors import AppEventsError, ConfigurationError
 from support.token_server import TokenServer
 
 pytestmark = pytest.mark.timeout(30)

@@ -15,10 +15,14 @@ import grpc
 import pytest
 
 from appevents import AppEventsSettings, Event, EventMetadata, EventStore, configure
-from appevents.auth import ClientCredentialsTokenProvider, StaticHeaderProvider
-from appevents.demo import seed_example_events
-from appevents_exporter_dapr import DaprExporter, create_dapr_exporter
-from appevents_exporter_dapr import sidecar as sidecar_module
+from appevents.demo import example_events
+from appevents_exporter_dapr import (
+    ClientCredentialsTokenProvider,
+    DaprExporter,
+    StaticHeaderProvider,
+    create_dapr_exporter,
+)
+from appevents_exporter_dapr import _sidecar as sidecar_module
 from support.dapr_sidecar import DaprSidecar, HttpReceiver
 from support.token_server import TokenServer
 
@@ -45,14 +49,14 @@ def ids_in(bodies: list[bytes]) -> list[str]:
     return ids
 
 
-# -- the seed's wire contract -----------------------------------------------------------------------------------
-def test_every_seed_example_event_arrives_with_bearer_token_and_its_json_body(
+# -- the application-sdk EventStore's wire contract ---------------------------------------------------------------
+def test_every_example_event_arrives_with_bearer_token_and_its_json_body(
     sidecar: DaprSidecar, receiver: HttpReceiver, token_server: TokenServer, dapr_env, pipeline: Exporter
 ) -> None:
     sidecar.register("eventstore", "bindings.http", receiver.url)
     dapr_env(sidecar, token_server)
     exporter = pipeline()
-    events = seed_example_events()
+    events = example_events()
 
     publish_all(events)
 

@@ -13,7 +13,7 @@ from appevents import Event, EventMetadata
 from appevents.exporting import EncodedEvent
 from appevents.records import TOPIC_ATTRIBUTE, record_attributes
 from appevents_exporter_dapr import DaprExporter, DaprExporterSettings
-from appevents_exporter_dapr.failures import (
+from appevents_exporter_dapr._failures import (
     EntryRefused,
     Failure,
     backoff_delay,

@@ -1,7 +1,8 @@
-"""Authentication headers for destinations that need them (the Dapr ``eventstore`` binding, first of all).
+"""Authentication headers for the Dapr binding calls (``APPEVENTS_AUTH_*``).
 
-The seed injects ``Authorization: Bearer <token>`` into every binding call, the token coming from an OAuth2
-client-credentials grant. Here that is :class:`ClientCredentialsTokenProvider`:
+The Atlan application-sdk ``EventStore`` sends ``Authorization: Bearer <token>`` with every binding call, the token
+coming from an OAuth2 client-credentials grant; this exporter keeps that wire contract. Here the token comes from
+:class:`ClientCredentialsTokenProvider`:
 
 * one cached token shared by every export, refreshed ``refresh_skew_s`` before ``expires_in`` runs out;
 * single-flight: concurrent callers wait for the one token request in progress instead of each sending one;
@@ -35,6 +36,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from appevents.errors import AppEventsError, ConfigurationError
+from appevents.exporting import safe_url
 
 __all__ = [
     "AuthError",
@@ -131,15 +133,6 @@ class TokenProviderStats:
     """Rejections of the client credentials (HTTP 400/401/403): fix the settings, retrying will not help."""
 
 
-def _safe_url(url: str) -> str:
-    """The URL without user info, query or fragment (they may carry credentials)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 class ClientCredentialsTokenProvider:
     """An OAuth2 client-credentials token, cached and refreshed ahead of expiry; a :class:`HeaderProvider`."""
 
@@ -168,7 +161,7 @@ class ClientCredentialsTokenProvider:
 
     def __repr__(self) -> str:
         return (
-            f"ClientCredentialsTokenProvider(token_url={_safe_url(self._settings.token_url or '')!r}, "
+            f"ClientCredentialsTokenProvider(token_url={safe_url(self._settings.token_url or '')!r}, "
             f"client_id={self._settings.client_id!r})"
         )
 
@@ -218,7 +211,7 @@ class ClientCredentialsTokenProvider:
     def _request_token(self) -> tuple[str, float]:
         settings = self._settings
         assert settings.token_url and settings.client_id and settings.client_secret  # checked in __init__
-        url = _safe_url(settings.token_url)
+        url = safe_url(settings.token_url)
         form = {"grant_type": "client_credentials"}
         headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
         secret = settings.client_secret.get_secret_value()

@@ -23,10 +23,10 @@ from dapr.clients.retry import RetryPolicy
 from dapr.conf import settings as dapr_settings
 
 from appevents.delivery import LogOnce
-from appevents_exporter_dapr.failures import TRANSIENT_CODES, error_code
-from appevents_exporter_dapr.settings import DaprExporterSettings
+from appevents_exporter_dapr._failures import TRANSIENT_CODES, error_code
+from appevents_exporter_dapr._settings import DaprExporterSettings
 
-__all__ = ["Sidecar", "SidecarNotReady"]
+__all__ = ["Sidecar", "SidecarNotReady", "component_hint"]
 
 _logger = logging.getLogger("appevents.dapr")
 
@@ -63,7 +63,8 @@ class _DeadlineInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[mi
         return continuation(details, request)
 
 
-def _component_hint(name: str, kind: str) -> str:
+def component_hint(name: str, kind: str) -> str:
+    """How to give the sidecar the ``kind`` component ``name``: a component file to add."""
     spec_type = "pubsub.<type, e.g. pubsub.kafka>" if kind == "pubsub" else "bindings.http"
     extra = "" if kind == "pubsub" else "\n    metadata:\n    - name: url\n      value: https://<events endpoint>"
     return (
@@ -180,7 +181,7 @@ class Sidecar:
             "deliver them, %s",
             self._kind,
             self.component,
-            _component_hint(self.component, self._kind),
+            component_hint(self.component, self._kind),
         )
         self._probe_backoff = min(self._probe_backoff * 2, self._settings.probe_max_backoff_s)
 

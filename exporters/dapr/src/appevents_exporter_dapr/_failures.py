@@ -23,6 +23,7 @@ __all__ = [
     "backoff_delay",
     "classify_entry_error",
     "classify_error",
+    "describe_error",
     "error_code",
     "error_details",
     "failure_cause",
@@ -135,6 +136,20 @@ def failure_reason(kind: Failure, exc: BaseException | None) -> str:
         return "refused:entry"
     code = error_code(exc)
     return f"refused:{code.name}" if code is not None else f"error:{type(exc).__name__}"
+
+
+def describe_error(exc: BaseException | None) -> str:
+    """One line about ``exc`` for logs and ``retry_reason``: the gRPC code and details, or the exception type and
+    message (never headers or tokens: those are not part of either)."""
+    if exc is None:
+        text = "unknown"
+    elif isinstance(exc, EntryRefused):
+        text = f"bulk publish entry refused: {exc}"
+    elif (code := error_code(exc)) is not None:
+        text = f"{code.name}: {error_details(exc)}"
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return " ".join(text.split())[:300]
 
 
 def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Random | None = None) -> float:

@@ -28,9 +28,9 @@ from dapr.conf import settings as dapr_settings
 from dapr.conf.helpers import GrpcEndpoint
 from dapr.proto.runtime.v1 import dapr_pb2_grpc, metadata_pb2
 
-from appevents.auth import AuthError, AuthSettings, ClientCredentialsTokenProvider
 from appevents.exporting import Check, safe_url
-from appevents_exporter_dapr.sidecar import _component_hint
+from appevents_exporter_dapr._auth import AuthError, AuthSettings, ClientCredentialsTokenProvider
+from appevents_exporter_dapr._sidecar import component_hint
 
 __all__ = ["diagnose_dapr"]
 
@@ -220,14 +220,14 @@ def _check_component(component: str, kind: str, components: dict[str, str]) -> C
             name,
             False,
             f"{component!r} is a {found} component, not a {kind}",
-            f"name the {kind} differently, or {_component_hint(component, kind)}",
+            f"name the {kind} differently, or {component_hint(component, kind)}",
         )
     setting = "APPEVENTS_DAPR_PUBSUB" if kind == "pubsub" else "APPEVENTS_DAPR_BINDING / EVENT_STORE_NAME"
     return Check(
         name,
         False,
         f"the sidecar has no {kind} component named {component!r} ({setting})",
-        _component_hint(component, kind),
+        component_hint(component, kind),
     )
 
 

@@ -1,17 +1,21 @@
-"""``APPEVENTS_DAPR_*`` settings of the Dapr exporter.
+"""``APPEVENTS_DAPR_*`` settings of the Dapr exporter, and the names it shares with the Atlan application-sdk.
+
+The application-sdk ``EventStore`` names its binding and operation ``EVENT_STORE_NAME`` and
+``DAPR_BINDING_OPERATION_CREATE``; an application moving from it keeps its configuration. Precedence, first set
+wins: ``APPEVENTS_DAPR_BINDING``, ``APPEVENTS_EVENT_STORE_NAME``, ``EVENT_STORE_NAME`` (and likewise
+``APPEVENTS_DAPR_OPERATION``, ``APPEVENTS_BINDING_OPERATION``, ``DAPR_BINDING_OPERATION_CREATE``).
 
 The sidecar's address and API token are Dapr's own variables (``DAPR_GRPC_ENDPOINT``, ``DAPR_HTTP_ENDPOINT``,
-``DAPR_API_TOKEN``), read by the Dapr SDK; they are not repeated here.
+``DAPR_API_TOKEN``), read by the Dapr SDK; they are not repeated here. OAuth2 is ``APPEVENTS_AUTH_*``
+(:class:`~appevents_exporter_dapr.AuthSettings`).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from appevents.settings import AppEventsSettings
 
 __all__ = ["DaprExporterSettings", "DaprMode"]
 
@@ -19,7 +23,7 @@ __all__ = ["DaprExporterSettings", "DaprMode"]
 class DaprMode(StrEnum):
     """How events reach the sidecar."""
 
-    #: One ``invoke_binding`` per event (the seed's wire contract), many in flight.
+    #: One ``invoke_binding`` per event (the application-sdk ``EventStore`` wire contract), many in flight.
     BINDING = "binding"
     #: One ``invoke_binding`` per chunk of events, ``data`` a JSON array of them.
     BATCH = "batch"
@@ -28,20 +32,29 @@ class DaprMode(StrEnum):
 
 
 class DaprExporterSettings(BaseSettings):
-    """Everything the Dapr exporter reads from ``APPEVENTS_DAPR_*``; overridable in code."""
+    """Everything the Dapr exporter reads from ``APPEVENTS_DAPR_*`` (and the application-sdk names); overridable
+    in code by field name."""
 
-    model_config = SettingsConfigDict(env_prefix="APPEVENTS_DAPR_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="APPEVENTS_DAPR_", extra="ignore", populate_by_name=True)
 
     mode: DaprMode = DaprMode.BINDING
-    #: Output binding name; unset: the core's ``EVENT_STORE_NAME`` (``eventstore``).
-    binding: str | None = None
-    #: Binding operation; unset: the core's ``DAPR_BINDING_OPERATION_CREATE`` (``create``).
-    operation: str | None = None
+    #: Output binding name (``binding`` and ``batch`` modes).
+    binding: str = Field(
+        default="eventstore",
+        validation_alias=AliasChoices("APPEVENTS_DAPR_BINDING", "APPEVENTS_EVENT_STORE_NAME", "EVENT_STORE_NAME"),
+    )
+    #: Binding operation (``binding`` and ``batch`` modes).
+    operation: str = Field(
+        default="create",
+        validation_alias=AliasChoices(
+            "APPEVENTS_DAPR_OPERATION", "APPEVENTS_BINDING_OPERATION", "DAPR_BINDING_OPERATION_CREATE"
+        ),
+    )
     #: Pub/sub component name (``pubsub`` mode).
     pubsub: str = "pubsub"
     #: Topic for events without ``metadata.topic_name`` (``pubsub`` mode; unset: the event type).
     default_topic: str | None = None
-    #: Calls to the sidecar in flight at once (``binding`` and ``batch`` modes).
+    #: Calls to the sidecar in flight at once.
     max_in_flight: int = Field(default=32, gt=0, le=1024)
     #: Extra binding metadata sent with every call, as JSON: ``{"X-Api-Key": "..."}``. Dapr's ``bindings.http``
     #: sends only keys starting with a capital letter as HTTP headers. Values are secrets (they often are API
@@ -67,13 +80,3 @@ class DaprExporterSettings(BaseSettings):
     def metadata_values(self) -> dict[str, str]:
         """The static metadata as sent to the sidecar (secret values revealed)."""
         return {key: value.get_secret_value() for key, value in self.metadata.items()}
-
-    def binding_name(self, core: AppEventsSettings) -> str:
-        return self.binding or core.event_store_name
-
-    def binding_operation(self, core: AppEventsSettings) -> str:
-        return self.operation or core.binding_operation
-
-    def component_name(self, core: AppEventsSettings) -> str:
-        """The component this exporter needs the sidecar to have."""
-        return self.pubsub if self.mode is DaprMode.PUBSUB else self.binding_name(core)
