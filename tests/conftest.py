@@ -9,7 +9,8 @@ import pytest
 
 from appevents import EventStore
 
-pytest_plugins = ["pytester", "support.metric_points"]  # the latter: the self-metrics tests' reader fixture
+# Fixtures of tests/support: the self-metrics tests' reader, and the real pipeline configured for a test.
+pytest_plugins = ["pytester", "support.metric_points", "support.pipelines"]
 
 
 @pytest.fixture(autouse=True)

@@ -7,17 +7,13 @@ creates its client lazily, so setting the variables with ``monkeypatch`` before 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the shared ``support`` package
-
-from appevents import AppEventsSettings, EventStore, configure
 from appevents_exporter_dapr import DaprExporter
 from support.dapr_sidecar import DaprSidecar, HttpReceiver
+from support.pipelines import ConfigurePipeline, exporter_in
 from support.token_server import TokenServer
 
 #: Short backoffs so that tests about retries and re-probing take a second, not a minute.
@@ -74,14 +70,6 @@ def dapr_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
 
 
 @pytest.fixture
-def pipeline() -> Iterator[Callable[[], DaprExporter]]:
+def pipeline(configured_pipeline: ConfigurePipeline) -> Callable[[], DaprExporter]:
     """Configure the real pipeline with the ``dapr`` exporter from the environment; returns the exporter."""
-
-    def build() -> DaprExporter:
-        configured = configure(AppEventsSettings(exporters=["dapr"]))
-        exporter = configured.exporter("dapr")
-        assert isinstance(exporter, DaprExporter)
-        return exporter
-
-    yield build
-    EventStore.shutdown(timeout_s=5)
+    return lambda: exporter_in(configured_pipeline("dapr"), "dapr", DaprExporter)

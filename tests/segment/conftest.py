@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import pytest
-from opentelemetry.sdk._logs import LogRecordProcessor
 
-from appevents import AppEventsSettings, EventStore, configure
 from appevents.pipeline import Pipeline
 from appevents_exporter_segment import SegmentExporter
+from support.pipelines import ConfigurePipeline, exporter_in
 from support.segment_receiver import SegmentReceiver
 
 DAPR_VARIABLES = (
@@ -57,27 +57,15 @@ def segment_env(monkeypatch: pytest.MonkeyPatch, segment_receiver: SegmentReceiv
 
 
 @pytest.fixture
-def configure_segment(segment_env: None) -> Iterator[Callable[..., Pipeline]]:
+def configure_segment(segment_env: None, configured_pipeline: ConfigurePipeline) -> ConfigurePipeline:
     """``configure_segment("memory", processors=[...])``: the real pipeline with ``segment`` plus extra exporters."""
-
-    def _configure(*extra_exporters: str, processors: Sequence[LogRecordProcessor] = ()) -> Pipeline:
-        settings = AppEventsSettings(exporters=["segment", *extra_exporters])
-        return configure(settings, processors=processors)
-
-    yield _configure
-    EventStore.shutdown()
+    return partial(configured_pipeline, "segment")
 
 
 @pytest.fixture
 def exporter_of() -> Callable[[Pipeline], SegmentExporter]:
     """The :class:`SegmentExporter` a configured pipeline runs."""
-
-    def _exporter_of(pipeline: Pipeline) -> SegmentExporter:
-        exporter = pipeline.exporter("segment")
-        assert isinstance(exporter, SegmentExporter)
-        return exporter
-
-    return _exporter_of
+    return lambda pipeline: exporter_in(pipeline, "segment", SegmentExporter)
 
 
 @pytest.fixture

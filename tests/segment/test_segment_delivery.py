@@ -89,7 +89,7 @@ def test_failed_workflow_end_says_failed_in_properties(
     assert "details" not in properties  # only scalar data values become properties
 
 
-def test_all_four_lifecycle_names_use_the_seed_mapping(
+def test_all_four_lifecycle_names_use_the_application_sdk_mapping(
     configure_segment: ConfigureSegment, segment_receiver: SegmentReceiver
 ) -> None:
     configure_segment()

@@ -1,8 +1,9 @@
 """Segment keeps receiving when the Dapr exporter is configured next to it but no sidecar answers.
 
-The seed's promise (the application keeps running when Dapr is absent) seen from the other destination: with
-``APPEVENTS_EXPORTERS=dapr,segment`` and the Dapr endpoints pointing at a closed loopback port, every lifecycle
-event still reaches Segment, ``publish`` never raises, and the Dapr exporter counts its events as failed.
+The application-sdk ``EventStore``'s promise (the application keeps running when Dapr is absent) seen from the
+other destination: with ``APPEVENTS_EXPORTERS=dapr,segment`` and the Dapr endpoints pointing at a closed loopback
+port, every lifecycle event still reaches Segment, ``publish`` never raises, and the Dapr exporter counts its events
+as failed.
 """
 
 from __future__ import annotations

@@ -43,7 +43,6 @@ from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -54,6 +53,11 @@ from dapr.proto.runtime.v1 import (
     pubsub_pb2,
 )
 from google.protobuf import empty_pb2
+
+try:
+    from support.http_stub import HttpStub, StubReply, StubRequest
+except ModuleNotFoundError:  # run as a script (see above): this folder is on sys.path, its parent is not
+    from http_stub import HttpStub, StubReply, StubRequest  # type: ignore[no-redef]
 
 __all__ = ["BindingCall", "DaprSidecar", "HttpReceiver", "PublishedEvent", "ReceivedRequest", "free_port"]
 
@@ -118,70 +122,40 @@ class ReceivedRequest:
     status: int = 200
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256  # the default 5 resets connections when many calls arrive at once
+class HttpReceiver(HttpStub[ReceivedRequest]):
+    """The endpoint behind a ``bindings.http`` component, serving from construction: records every request; answers
+    ``status``, or 401 to a request whose ``Authorization`` header is in ``revoked`` (a token the identity provider
+    revoked), after ``delay_s`` (a slow endpoint; the request is recorded after the delay, just before the answer)."""
 
-
-class _QuietHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # else small responses wait ~40 ms for delayed ACKs
-    wbufsize = -1
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _reply(self, status: int, body: bytes = b"", content_type: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
-
-
-class HttpReceiver:
-    """The endpoint behind a ``bindings.http`` component: records every request; answers ``status``, or 401 to
-    a request whose ``Authorization`` header is in ``revoked`` (a token the identity provider revoked), after
-    ``delay_s`` (a slow endpoint; the request is recorded after the delay, just before the answer)."""
+    methods = ("POST",)
 
     def __init__(self) -> None:
-        self.requests: list[ReceivedRequest] = []
+        super().__init__()
         self.status = 200
         self.revoked: set[str] = set()
         self.delay_s = 0.0
-        self._lock = threading.Lock()
-        receiver = self
+        self.url = f"{self.base_url}/events"
+        self.start()
 
-        class Handler(_QuietHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                headers = dict(self.headers.items())
-                if receiver.delay_s:
-                    time.sleep(receiver.delay_s)
-                with receiver._lock:
-                    status = 401 if headers.get("Authorization") in receiver.revoked else receiver.status
-                    receiver.requests.append(ReceivedRequest(self.path, headers, body, status))
-                self._reply(status, b"{}")
+    def answer(self, request: StubRequest) -> StubReply:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        status = 401 if request.headers.get("Authorization") in self.revoked else self.status
+        self.record(ReceivedRequest(request.path, request.headers, request.body, status))
+        return StubReply.json(status, {})
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/events"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+    @property
+    def requests(self) -> list[ReceivedRequest]:
+        """Every request, in arrival order."""
+        return self.records
 
     def accepted(self) -> list[ReceivedRequest]:
         """The requests answered with a 2xx status: what the endpoint took."""
-        with self._lock:
-            return [r for r in self.requests if 200 <= r.status < 300]
+        return [r for r in self.records if 200 <= r.status < 300]
 
     def bodies(self) -> list[bytes]:
         """Bodies of the accepted requests."""
         return [r.body for r in self.accepted()]
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 class _DaprServicer(dapr_pb2_grpc.DaprServicer):  # type: ignore[misc]
@@ -347,7 +321,7 @@ class DaprSidecar:
         self.refused_entries = 0
         self._lock = threading.Lock()
         self._grpc: grpc.Server | None = None
-        self._http: _Server | None = None
+        self._http: _SidecarHttp | None = None
 
     # -- addresses (what the app's DAPR_* variables point at) ----------------------------------------------------
     @property
@@ -458,29 +432,14 @@ class DaprSidecar:
 
     def start_health_only(self) -> None:
         """Serve the HTTP face (health, stats) only."""
-        sidecar = self
-
-        class Health(_QuietHandler):
-            def do_GET(self) -> None:
-                if self.path.startswith("/v1.0/healthz"):
-                    self._reply(204)
-                elif self.path == "/stats":
-                    with sidecar._lock:
-                        body = json.dumps(sidecar.counters.__dict__).encode()
-                    self._reply(200, body)
-                else:
-                    self._reply(404)
-
-        self._http = _Server(("127.0.0.1", self.http_port), Health)
-        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+        self._http = _SidecarHttp(self).start()
 
     def stop(self) -> None:
         if self._grpc is not None:
             self._grpc.stop(grace=None).wait()
             self._grpc = None
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.close()
             self._http = None
 
     @property
@@ -490,6 +449,24 @@ class DaprSidecar:
     def binding_bodies(self) -> list[bytes]:
         with self._lock:
             return [c.data for c in self.binding_calls]
+
+
+class _SidecarHttp(HttpStub[None]):
+    """The sidecar's HTTP face: ``GET /v1.0/healthz/...`` answers 204, ``GET /stats`` the counters as JSON."""
+
+    methods = ("GET",)
+
+    def __init__(self, sidecar: DaprSidecar) -> None:
+        super().__init__(sidecar.http_port)
+        self._sidecar = sidecar
+
+    def answer(self, request: StubRequest) -> StubReply:
+        if request.path.startswith("/v1.0/healthz"):
+            return StubReply(204)
+        if request.path == "/stats":
+            with self._sidecar._lock:
+                return StubReply.json(200, self._sidecar.counters.__dict__)
+        return StubReply(404)
 
 
 @contextmanager

@@ -30,8 +30,9 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from support.http_stub import HttpStub, StubReply, StubRequest
 
 __all__ = ["ReceivedRequest", "SegmentReceiver"]
 
@@ -90,46 +91,21 @@ def message_problems(message: object) -> list[str]:
     return problems
 
 
-class SegmentReceiver:
+class SegmentReceiver(HttpStub[ReceivedRequest]):
     """Serve a Segment-like ``/v1/batch`` endpoint on ``127.0.0.1`` at a free port."""
 
     def __init__(self, write_key: str) -> None:
+        super().__init__()
         self.write_key = write_key
-        self._lock = threading.Condition()
+        self.url = self.base_url
         self._script: deque[int] = deque()
-        self._requests: list[ReceivedRequest] = []
         self._messages: list[dict[str, Any]] = []
         self._released = threading.Event()
         self._released.set()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> SegmentReceiver:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="segment-receiver", daemon=True
-        )
-        self._thread.start()
-        return self
 
     def stop(self) -> None:
         self._released.set()
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> SegmentReceiver:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()
 
     # -- scripting -------------------------------------------------------------------------------------------------
     def respond_with(self, *statuses: int) -> None:
@@ -147,8 +123,7 @@ class SegmentReceiver:
     # -- what arrived ----------------------------------------------------------------------------------------------
     @property
     def requests(self) -> list[ReceivedRequest]:
-        with self._lock:
-            return list(self._requests)
+        return self.records
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -157,12 +132,10 @@ class SegmentReceiver:
             return list(self._messages)
 
     def wait_for_messages(self, count: int, timeout: float = 10.0) -> bool:
-        with self._lock:
-            return self._lock.wait_for(lambda: len(self._messages) >= count, timeout)
+        return self.wait_for(lambda: len(self._messages) >= count, timeout)
 
     def wait_for_requests(self, count: int, timeout: float = 10.0) -> bool:
-        with self._lock:
-            return self._lock.wait_for(lambda: len(self._requests) >= count, timeout)
+        return self.wait_for_records(count, timeout)
 
     # -- HTTP ------------------------------------------------------------------------------------------------------
     def _expected_authorization(self) -> str:
@@ -200,51 +173,20 @@ class SegmentReceiver:
                 problems.extend(f"batch[{index}]: {problem}" for problem in message_problems(message))
         return (400 if problems else 200), body, problems
 
-    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        raw = handler.rfile.read(length) if length else b""
-        headers = {key.lower(): value for key, value in handler.headers.items()}
-        path = handler.path.split("?", 1)[0]
-        status, body, problems = self._judge(handler.command, path, headers, raw)
+    def answer(self, request: StubRequest) -> StubReply:
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        path = request.path.split("?", 1)[0]
+        status, body, problems = self._judge(request.method, path, headers, request.body)
         with self._lock:
             scripted = self._script.popleft() if self._script else None
         if scripted is not None:
             status = scripted
         self._released.wait()
         with self._lock:
-            self._requests.append(ReceivedRequest(handler.command, path, headers, body, status, tuple(problems)))
+            self.record(ReceivedRequest(request.method, path, headers, body, status, tuple(problems)))
             if status == 200 and body is not None:
                 self._messages.extend(body["batch"])
-            self._lock.notify_all()
-        payload: dict[str, object]
         if status == 200:
-            payload = {"success": True}
-        else:
-            message = "; ".join(problems) or f"scripted status {status}"
-            payload = {"code": "invalid_request" if status < 500 else "unavailable", "message": message}
-        encoded = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(encoded)))
-        handler.end_headers()
-        handler.wfile.write(encoded)
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Without these, small writes wait for delayed ACKs: ~40 ms per request on loopback.
-            disable_nagle_algorithm = True
-            wbufsize = -1
-
-            def do_POST(self) -> None:
-                receiver._handle(self)
-
-            def do_GET(self) -> None:
-                receiver._handle(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
+            return StubReply.json(200, {"success": True})
+        code = "invalid_request" if status < 500 else "unavailable"
+        return StubReply.json(status, {"code": code, "message": "; ".join(problems) or f"scripted status {status}"})
