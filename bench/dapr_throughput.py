@@ -1,7 +1,9 @@
 """Dapr delivery: delivered throughput of the engine (``batch`` mode) against the OpenTelemetry SDK's batch log
-path, and the caller's cost per publish in every mode against the seed's blocking call — all in one run.
+path, and the caller's cost per publish in every mode against a blocking call per event (the application-sdk
+``EventStore``'s way) — all in one run.
 
-    .venv/bin/python bench/dapr_throughput.py [--events 30000] [--rounds 5] [--caller-events 20000] [--seed-events 5000]
+    .venv/bin/python bench/dapr_throughput.py [--events 30000] [--rounds 5] [--caller-events 20000]
+        [--blocking-events 5000]
 
 1. Delivered throughput (issue 8), ``--rounds`` rounds interleaved; events/s of each variant (median, best):
 
@@ -20,10 +22,10 @@ path, and the caller's cost per publish in every mode against the seed's blockin
    checked and printed); the processor exports batches of 512, as the engine does.
    Goals: appevents >= 1.5x (a) and >= 1.0x (b).
 
-2. Caller's cost, per mode (``binding``, ``batch``, ``pubsub``) against the seed's way — enrich, serialise and a
-   blocking ``DaprClient.invoke_binding`` per event on the caller's path: µs per event in the publishing loop, the
-   median single call, and delivered events/s, for events built before timing. Then each exporter alone
-   (ready-made encoded events in batches of 512, nobody publishing meanwhile).
+2. Caller's cost, per mode (``binding``, ``batch``, ``pubsub``) against the application-sdk ``EventStore``'s
+   way — enrich, serialise and a blocking ``DaprClient.invoke_binding`` per event on the caller's path: µs per
+   event in the publishing loop, the median single call, and delivered events/s, for events built before timing.
+   Then each exporter alone (ready-made encoded events in batches of 512, nobody publishing meanwhile).
 
 At the end: ``EventStore.stats()`` of the throughput pipeline (``accepted = delivered + failed + dropped +
 pending``) and the sidecar's counters.
@@ -343,8 +345,9 @@ def timed_calls(calls: list[Callable[[], object]]) -> tuple[float, float]:
     return total, durations[len(durations) // 2] / 1000
 
 
-def seed_style(count: int) -> CallerCost:
-    """What the seed does per event: enrich, serialise, then a blocking invoke_binding on the caller's path."""
+def blocking_per_event_call(count: int) -> CallerCost:
+    """What the application-sdk ``EventStore`` does per event: enrich, serialise, then a blocking invoke_binding
+    on the caller's path."""
     from dapr.clients import DaprClient
 
     configure(AppEventsSettings(exporters=[]))  # enrichment settings
@@ -353,13 +356,13 @@ def seed_style(count: int) -> CallerCost:
     with DaprClient() as client:
         client.invoke_binding("eventstore", "create", sample_event(-1).model_dump_json(), metadata)  # warm up
 
-        def seed_publish(event: Event) -> None:
+        def blocking_publish(event: Event) -> None:
             EventStore.enrich_event_metadata(event)
             client.invoke_binding("eventstore", "create", event.model_dump_json(), metadata)
 
-        elapsed, median = timed_calls([partial(seed_publish, event) for event in events])
+        elapsed, median = timed_calls([partial(blocking_publish, event) for event in events])
     EventStore.shutdown()
-    return CallerCost("seed-style (sync per event)", count, elapsed / count * 1e6, median, count, count / elapsed)
+    return CallerCost("blocking per-event call", count, elapsed / count * 1e6, median, count, count / elapsed)
 
 
 def appevents_mode(mode: str, count: int) -> CallerCost:
@@ -442,7 +445,7 @@ def print_throughput(results: list[Throughput], count: int, rounds: int, prep_us
 
 def print_caller(results: list[CallerCost], alone: dict[str, float], count: int) -> None:
     baseline = results[0]
-    print(f"\n2. caller's cost, {count} pre-built events per appevents mode ({baseline.events} seed-style)")
+    print(f"\n2. caller's cost, {count} pre-built events per appevents mode ({baseline.events} blocking calls)")
     print(
         f"{'variant':<30} {'loop µs/ev':>11} {'loop x':>7} {'call median µs':>15} {'median x':>9} "
         f"{'delivered/s':>12} {'throughput x':>13}"
@@ -457,7 +460,7 @@ def print_caller(results: list[CallerCost], alone: dict[str, float], count: int)
     print(" call median: one publish as the calling code sees it)")
     print("exporter alone (encoded events ready, caller idle):")
     for mode, rate in alone.items():
-        print(f"  {mode:<8} {rate:>10,.0f} ev/s  {rate / baseline.events_per_s:>6.1f}x seed-style")
+        print(f"  {mode:<8} {rate:>10,.0f} ev/s  {rate / baseline.events_per_s:>6.1f}x blocking per-event")
 
 
 def main() -> None:
@@ -468,7 +471,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=30_000, help="events per throughput round")
     parser.add_argument("--rounds", type=int, default=5, help="throughput rounds")
     parser.add_argument("--caller-events", type=int, default=20_000, help="events per mode in the caller-cost part")
-    parser.add_argument("--seed-events", type=int, default=5_000, help="events for the seed-style run")
+    parser.add_argument("--blocking-events", type=int, default=5_000, help="events for the blocking per-event run")
     args = parser.parse_args()
     for name in ("APPEVENTS_AUTH_TOKEN_URL", "APPEVENTS_AUTH_CLIENT_ID", "APPEVENTS_AUTH_CLIENT_SECRET"):
         os.environ.pop(name, None)
@@ -481,7 +484,7 @@ def main() -> None:
         results, stats, prep_us = throughput(args.events, args.rounds, otlp)
         sidecar_after_throughput = sidecar.counters()
         otlp_counters = otlp.counters()
-        caller = [seed_style(args.seed_events)]
+        caller = [blocking_per_event_call(args.blocking_events)]
         caller += [appevents_mode(mode, args.caller_events) for mode in ("binding", "batch", "pubsub")]
         alone = {mode: exporter_alone(mode, args.caller_events) for mode in ("binding", "batch", "pubsub")}
         counters = sidecar.counters()
@@ -495,8 +498,8 @@ def main() -> None:
     print(f" on {os.cpu_count()} CPUs")
     print_throughput(results, args.events, args.rounds, prep_us)
     print_caller(caller, alone, args.caller_events)
-    print("goals (caller part): caller >=50x cheaper than seed-style; batch/pubsub >=50,000 ev/s delivered; ")
-    print("                     binding >=2x seed-style throughput")
+    print("goals (caller part): caller >=50x cheaper than blocking per-event; batch/pubsub >=50,000 ev/s delivered; ")
+    print("                     binding >=2x blocking per-event throughput")
     print("\nEventStore.stats() of the throughput pipeline (accepted = delivered + failed + dropped + pending):")
     for name, s in stats.items():
         identity = s.accepted == s.delivered + s.failed + s.dropped + s.pending

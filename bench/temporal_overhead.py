@@ -10,8 +10,8 @@ the same run:
 - ``no plugin``: the bare workflow;
 - ``AppEventsPlugin``: the same workflow on a worker with the plugin (workflow_start/end, activity_start/end per run
   published from the interceptor, delivered to the local SQLite sink);
-- ``seed-style``: no plugin; workflow started/completed events published through two extra activities, as the
-  seed does.
+- ``activity-per-event``: no plugin; workflow started/completed events published through two extra activities,
+  as the application-sdk ``EventStore`` does.
 
 Goal: AppEventsPlugin <= 1.05x the baseline. The event count is what the exporters delivered (each event once,
 whatever the number of pipeline stages it passed).
@@ -36,8 +36,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 sys.path.insert(0, str(Path(__file__).parent))
 
 from temporal_overhead_workflows import (
+    ActivityPerEventWorkflow,
     OneActivityWorkflow,
-    SeedStyleWorkflow,
     publish_event_activity,
     work,
 )
@@ -48,24 +48,24 @@ from appevents.temporal import AppEventsPlugin
 from appevents.temporal.devserver import DevServer
 from appevents.temporal.plugin import PASSTHROUGH_MODULES
 
-# Without the plugin the sandbox must still share appevents with the process (the seed-style activities use it).
+# Without the plugin the sandbox must still share appevents with the process (publish_event_activity uses it).
 _PASSTHROUGH = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
 )
-MODES = ("no plugin", "AppEventsPlugin", "seed-style")
+MODES = ("no plugin", "AppEventsPlugin", "activity-per-event")
 
 
 async def _run_mode(client: Client, mode: str, workflows: int) -> tuple[float, float]:
     """Wall and worker-process CPU seconds from the first start to the last result."""
     task_queue = f"bench-{uuid.uuid4().hex[:8]}"
-    workflow: Any = SeedStyleWorkflow.run if mode == "seed-style" else OneActivityWorkflow.run
+    workflow: Any = ActivityPerEventWorkflow.run if mode == "activity-per-event" else OneActivityWorkflow.run
     options: dict[str, Any] = (
         {"plugins": [AppEventsPlugin()]} if mode == "AppEventsPlugin" else {"workflow_runner": _PASSTHROUGH}
     )
     async with Worker(
         client,
         task_queue=task_queue,
-        workflows=[OneActivityWorkflow, SeedStyleWorkflow],
+        workflows=[OneActivityWorkflow, ActivityPerEventWorkflow],
         activities=[work, publish_event_activity],
         **options,
     ):
@@ -122,7 +122,7 @@ async def main() -> None:
         median = statistics.median(times[mode])
         runs = ", ".join(f"{t:.2f}" for t in cpu[mode])
         print(
-            f"  {mode:<16} worker cpu {cpu_median:5.2f} s  {cpu_median / cpu_baseline:5.3f}x   "
+            f"  {mode:<18} worker cpu {cpu_median:5.2f} s  {cpu_median / cpu_baseline:5.3f}x   "
             f"wall {median:6.2f} s  {median / baseline:5.3f}x  {args.workflows / median:6.1f} wf/s   "
             f"(cpu runs: {runs})"
         )

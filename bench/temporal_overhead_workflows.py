@@ -18,7 +18,7 @@ async def work(item: int) -> int:
 
 @activity.defn
 async def publish_event_activity(event_type: str, workflow_id: str) -> None:
-    """The seed's way: one activity per workflow event."""
+    """The application-sdk ``EventStore``'s way: one activity per workflow event."""
     await EventStore.publish_event(Event(event_type=event_type, data={"workflow_id": workflow_id}))
 
 
@@ -32,8 +32,8 @@ class OneActivityWorkflow:
 
 
 @workflow.defn
-class SeedStyleWorkflow:
-    """The same work, with workflow started/completed events published through extra activities (the seed)."""
+class ActivityPerEventWorkflow:
+    """The same work, with workflow started/completed events published through extra activities, one per event."""
 
     @workflow.run
     async def run(self, item: int) -> int:

@@ -1,7 +1,7 @@
-"""``appevents demo``: the seed's example events through the real pipeline, shown as they land.
+"""``appevents demo``: the application-sdk ``EventStore``'s example events, shown as they land.
 
 It configures the pipeline from the environment (adding the embedded ``local`` SQLite log if it is not among
-the exporters, since that is where the demo watches events land), publishes the seed's examples — a workflow
+the exporters, since that is where the demo watches events land), publishes those examples — a workflow
 status change, a processed batch, an order received and paid, data-quality alerts, activity progress — and then,
 unless ``--no-temporal``, runs a real Temporal workflow whose lifecycle events appear as well.
 """
@@ -18,11 +18,11 @@ from appevents.models import ApplicationEventNames, Event
 from appevents.settings import AppEventsSettings
 from appevents.store import EventStore, configure
 
-__all__ = ["run_demo", "seed_example_events"]
+__all__ = ["example_events", "run_demo"]
 
 
-def seed_example_events() -> list[Event]:
-    """The example events from the seed's documentation, in our API."""
+def example_events() -> list[Event]:
+    """The example events of the Atlan application-sdk's ``EventStore`` documentation, in our API."""
     return [
         Event(event_type="workflow.started", data={"input_size": 3, "processing_mode": "batch"}),
         Event(event_type="workflow.completed", data={"records_processed": 10000, "duration_seconds": 42.5}),
@@ -136,7 +136,7 @@ def run_demo(*, temporal: bool = True, temporal_address: str | None = None) -> i
     started = time.monotonic()
     published = 0
     try:
-        for event in seed_example_events():
+        for event in example_events():
             EventStore.publish(event)
             published += 1
         if temporal:

@@ -1,8 +1,9 @@
 """Enrichment: small steps that fill an event's metadata from the context it is published in.
 
 Each step is a function ``(event, settings) -> None`` with one job, applied in the order of
-:data:`DEFAULT_ENRICHERS`. Every step **fills gaps and never overwrites** a field the caller set (the seed's
-enrichment replaced a ``workflow_end`` event's terminal state with "running"; here the caller's value wins).
+:data:`DEFAULT_ENRICHERS`. Every step **fills gaps and never overwrites** a field the caller set (the Atlan
+application-sdk ``EventStore``'s enrichment replaced a ``workflow_end`` event's terminal state with "running"; here
+the caller's value wins).
 
 Workflow code is deterministic and sandboxed: inside a workflow the steps read ``workflow.info()`` and
 ``workflow.now()`` only — no wall clock, no environment, no I/O — so they are safe there and on replay.

@@ -1,8 +1,8 @@
 """The embedded default destination: an SQLite event log (``APPEVENTS_LOCAL_PATH``).
 
-It plays the part Dapr's ``bindings.localstorage`` plays in the seed's local setup, but it can be queried:
-one row per event, the event id unique (a re-delivered event is ignored), WAL mode so several processes can
-write while ``appevents tail`` reads.
+It plays the part Dapr's ``bindings.localstorage`` plays in the Atlan application-sdk's local setup, but it can be
+queried: one row per event, the event id unique (a re-delivered event is ignored), WAL mode so several processes
+can write while ``appevents tail`` reads.
 """
 
 from __future__ import annotations

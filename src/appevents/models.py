@@ -1,7 +1,8 @@
 """The event model: what a caller publishes and what every exporter receives.
 
-Names and fields follow the seed's ``application_sdk.interceptors.models`` so existing call sites keep working;
-fields we add (``event_id``, ``tenant_id``, ``trace_id``, ``span_id``, ``sdk_version``) are additions, never renames.
+Names and fields follow the Atlan application-sdk's ``application_sdk.interceptors.models`` (its ``EventStore``'s
+model), so existing call sites keep working; fields we add (``event_id``, ``tenant_id``, ``trace_id``, ``span_id``,
+``sdk_version``) are additions, never renames.
 
 What is validated, and when — a bad value raises :class:`pydantic.ValidationError` naming the field and the rule:
 
@@ -100,7 +101,7 @@ class EventMetadata(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     application_name: str | None = None
-    #: Unix time in seconds, as the seed defines it.
+    #: Unix time in seconds, as the application-sdk defines it.
     created_timestamp: int | None = None
     topic_name: str | None = None
     workflow_type: str | None = None

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from appevents import Event, EventStore, configure
-from appevents.demo import seed_example_events
+from appevents.demo import example_events
 from appevents.local import LocalEventLog
 from appevents.settings import AppEventsSettings
 
@@ -85,11 +85,11 @@ def test_tail_follow_prints_events_as_they_land(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_demo_publishes_the_seed_examples_into_the_local_log(tmp_path: Path) -> None:
+def test_demo_publishes_the_example_events_into_the_local_log(tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
     result = _run("demo", "--no-temporal", db=db, timeout=100)
     assert result.returncode == 0, result.stderr
-    expected = seed_example_events()
+    expected = example_events()
     stored = list(LocalEventLog(db))
     assert [e.event_type for e in stored] == [e.event_type for e in expected]
     assert [e.data for e in stored] == [e.data for e in expected]

@@ -1,4 +1,5 @@
-"""Event validation: good seed events pass unchanged, bad input fails at construction or assignment naming the field.
+"""Event validation: documented example events pass unchanged, bad input fails at construction or assignment
+naming the field.
 
 The size cap applies to the whole encoded event, not only ``data``; events read back from a store are not re-capped.
 """
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from appevents import ApplicationEventNames, Event, EventMetadata, _runtime, configure
-from appevents.demo import seed_example_events
+from appevents.demo import example_events
 from appevents.enrichment import enrich
 from appevents.models import STORED_EVENT_CONTEXT
 from appevents.settings import DEFAULT_MAX_EVENT_BYTES, AppEventsSettings
@@ -54,7 +55,7 @@ def default_cap() -> Iterator[int]:
     _runtime.set_max_event_bytes(None)
 
 
-SEED_EXAMPLES = [  # the seed's documentation, verbatim
+DOCUMENTED_EXAMPLES = [  # the Atlan application-sdk's EventStore documentation, verbatim
     (
         "workflow.status_changed",
         {"workflow_id": "wf-123", "old_status": "running", "new_status": "completed", "duration_seconds": 1800},
@@ -76,8 +77,8 @@ SEED_EXAMPLES = [  # the seed's documentation, verbatim
 ]
 
 
-@pytest.mark.parametrize(("event_type", "data"), SEED_EXAMPLES, ids=[t for t, _ in SEED_EXAMPLES])
-def test_seed_examples_are_accepted_unchanged(event_type: str, data: dict[str, object]) -> None:
+@pytest.mark.parametrize(("event_type", "data"), DOCUMENTED_EXAMPLES, ids=[t for t, _ in DOCUMENTED_EXAMPLES])
+def test_documented_examples_are_accepted_unchanged(event_type: str, data: dict[str, object]) -> None:
     expected = json.loads(json.dumps(data))  # an independent copy: validation must not alter values or types
     event = Event(event_type=event_type, data=data)  # type: ignore[arg-type]
     assert event.data == expected
@@ -85,8 +86,8 @@ def test_seed_examples_are_accepted_unchanged(event_type: str, data: dict[str, o
     assert json.loads(event.model_dump_json())["data"] == expected
 
 
-def test_the_demo_publishes_valid_seed_events() -> None:
-    assert {e.event_type for e in seed_example_events()} >= {t for t, _ in SEED_EXAMPLES}
+def test_the_demo_publishes_valid_example_events() -> None:
+    assert {e.event_type for e in example_events()} >= {t for t, _ in DOCUMENTED_EXAMPLES}
     lifecycle = Event(
         event_name=ApplicationEventNames.WORKFLOW_START.value,
         event_type="workflow.lifecycle",

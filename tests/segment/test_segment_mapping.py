@@ -28,7 +28,7 @@ def _track(event: object, timestamp_ns: int | None = 1_764_000_000_123_000_000, 
     )
 
 
-def test_default_mapping_is_the_seeds() -> None:
+def test_default_mapping_is_the_application_sdks() -> None:
     assert DEFAULT_EVENT_NAMES == {
         "workflow_start": "workflow_started",
         "workflow_end": "workflow_completed",

@@ -1,4 +1,4 @@
-"""The Temporal part of ``appevents demo``: the seed-shaped workflows, and a clean Ctrl-C of the real command."""
+"""The Temporal part of ``appevents demo``: its example workflows, and a clean Ctrl-C of the real command."""
 
 from __future__ import annotations
 

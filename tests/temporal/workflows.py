@@ -31,7 +31,7 @@ async def flaky(succeed_on_attempt: int) -> str:
 
 @activity.defn
 async def publish_via_activity(event_type: str) -> None:
-    """The seed's way of publishing workflow events (an extra activity per event); here for comparison only."""
+    """The application-sdk's way of publishing workflow events (an extra activity per event); for comparison only."""
     await EventStore.publish_event(Event(event_type=event_type))
 
 
@@ -140,8 +140,8 @@ class PublishingWorkflow:
 
 
 @workflow.defn
-class SeedStyleWorkflow:
-    """The same work as CompletingWorkflow, its workflow events sent through extra activities as the seed does."""
+class ActivityPerEventWorkflow:
+    """The same work as CompletingWorkflow, its workflow events sent through extra activities (one per event)."""
 
     @workflow.run
     async def run(self, sleep_s: float) -> str:
@@ -240,7 +240,7 @@ ALL_WORKFLOWS = [
     ContinuingWorkflow,
     RetryingActivityWorkflow,
     PublishingWorkflow,
-    SeedStyleWorkflow,
+    ActivityPerEventWorkflow,
     CrashingOnceWorkflow,
     ActivityFailingWorkflow,
     HandlerEndedWorkflow,

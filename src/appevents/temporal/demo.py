@@ -1,5 +1,5 @@
 """The Temporal part of ``appevents demo``: a real dev server, a worker with :class:`AppEventsPlugin`, and a small
-data-processing workflow in the seed's shape.
+data-processing workflow shaped like the Atlan application-sdk's ``EventStore`` examples.
 
 Each workflow publishes ``workflow.started`` / ``workflow.completed`` (or ``workflow.failed``) from workflow code —
 directly, not through activities — runs an activity that reports ``activity.progress`` per batch and an order flow
@@ -44,7 +44,7 @@ _RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attem
 
 @activity.defn
 async def process_large_dataset(dataset_id: str, total_records: int) -> dict[str, int]:
-    """Processes a dataset batch by batch and reports progress after each batch (the seed's progress pattern)."""
+    """Processes a dataset batch by batch and reports progress after each batch (the application-sdk's pattern)."""
     processed = 0
     for start in range(0, total_records, _BATCH_SIZE):
         await asyncio.sleep(0.05)  # stands in for real work
@@ -67,7 +67,7 @@ async def process_large_dataset(dataset_id: str, total_records: int) -> dict[str
 
 @activity.defn
 async def process_order(order_id: str) -> dict[str, str]:
-    """The seed's business-event example: order received, payment processed."""
+    """The application-sdk's business-event example: order received, payment processed."""
     await EventStore.publish_event(
         Event(
             event_type="order.received",
@@ -87,7 +87,7 @@ async def process_order(order_id: str) -> dict[str, str]:
 
 @workflow.defn
 class DataProcessingWorkflow:
-    """The seed's workflow, publishing from workflow code (no extra activities, no history growth)."""
+    """The application-sdk example workflow, publishing from workflow code (no extra activities, no history growth)."""
 
     @workflow.run
     async def run(self, dataset_id: str, total_records: int, order_id: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 =============  ===========================================================================================
 track field    value
 =============  ===========================================================================================
-``event``      ``settings.event_names[event.event_name]`` (the seed's names by default)
+``event``      ``settings.event_names[event.event_name]`` (the application-sdk's names by default)
 ``userId``     ``settings.user_id_template`` with ``{application}``, ``{tenant}`` (default ``app:tenant``)
 ``messageId``  ``event.event_id`` — Segment dedupes on it: retries and re-executed workflow tasks count once
 ``timestamp``  when the event was published (the log record's timestamp; ``workflow.now()`` in workflows),

@@ -14,7 +14,7 @@ __all__ = ["DEFAULT_EVENT_NAMES", "DEFAULT_HOST", "DEFAULT_USER_ID_TEMPLATE", "S
 
 DEFAULT_HOST = "https://api.segment.io"
 
-#: The seed's mapping from lifecycle ``event_name`` to the Segment event name.
+#: The Atlan application-sdk's mapping from lifecycle ``event_name`` to the Segment event name.
 DEFAULT_EVENT_NAMES: dict[str, str] = {
     ApplicationEventNames.WORKFLOW_START.value: "workflow_started",
     ApplicationEventNames.WORKFLOW_END.value: "workflow_completed",
