@@ -71,7 +71,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource  # noqa: E402
 
 from appevents import AppEventsSettings, Event, EventStore, configure  # noqa: E402
-from appevents.records import record_attributes  # noqa: E402
+from appevents._records import record_attributes  # noqa: E402
 
 EVENT_TYPE = "data.batch_processed"
 TOKEN = "bench-bridge-token-7c1e"

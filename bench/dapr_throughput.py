@@ -61,8 +61,8 @@ from opentelemetry.sdk._logs.export import (  # noqa: E402
 )
 
 from appevents import AppEventsSettings, Event, EventStore, configure  # noqa: E402
+from appevents._records import record_attributes  # noqa: E402
 from appevents.exporting import EncodedEvent, ExportOutcome  # noqa: E402
-from appevents.records import record_attributes  # noqa: E402
 from appevents_exporter_dapr import DaprExporter, DaprExporterSettings, DaprMode  # noqa: E402
 
 EVENT_TYPE = "data.batch_processed"

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from appevents import AppEventsSettings, Event, EventStore, configure
-from appevents.delivery import DeliveryStats
+from appevents._counting import DeliveryStats
 
 EVENTS = 1_000_000
 RATE = 20_000

@@ -43,8 +43,8 @@ from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, LogRecordExportResult
 
 from appevents import AppEventsSettings, Event, EventStore, configure
+from appevents._settings import DEFAULT_REDACT_KEYS
 from appevents.exporting import EncodedEvent, ExportOutcome
-from appevents.settings import DEFAULT_REDACT_KEYS
 
 ROUNDS = 15
 PER_ROUND = 2_000

@@ -43,10 +43,10 @@ from temporal_overhead_workflows import (
 )
 
 from appevents import EventStore, configure
-from appevents.settings import AppEventsSettings
+from appevents._demo.devserver import DevServer
+from appevents._settings import AppEventsSettings
 from appevents.temporal import AppEventsPlugin
-from appevents.temporal.devserver import DevServer
-from appevents.temporal.plugin import PASSTHROUGH_MODULES
+from appevents.temporal._plugin import PASSTHROUGH_MODULES
 
 # Without the plugin the sandbox must still share appevents with the process (publish_event_activity uses it).
 _PASSTHROUGH = SandboxedWorkflowRunner(

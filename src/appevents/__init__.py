@@ -14,12 +14,12 @@ durable. Configure with ``APPEVENTS_*`` environment variables or :func:`configur
 :mod:`appevents.exporting`.
 """
 
-from appevents.delivery import DeliveryStats
-from appevents.errors import AppEventsError, ConfigurationError
-from appevents.models import ApplicationEventNames, Event, EventMetadata, EventTypes, WorkflowStates
-from appevents.settings import AppEventsSettings
-from appevents.store import EventStore, configure
-from appevents.version import __version__
+from appevents._counting import DeliveryStats
+from appevents._errors import AppEventsError, ConfigurationError
+from appevents._event_store import EventStore, configure
+from appevents._models import ApplicationEventNames, Event, EventMetadata, EventTypes, WorkflowStates
+from appevents._settings import AppEventsSettings
+from appevents._version import __version__
 
 __all__ = [
     "AppEventsError",

@@ -1,3 +1,3 @@
-from appevents.cli import main
+from appevents._cli import main
 
 raise SystemExit(main())

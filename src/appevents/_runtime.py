@@ -11,7 +11,7 @@ import sys
 from random import getrandbits
 from typing import Any
 
-from appevents.settings import DEFAULT_MAX_EVENT_BYTES
+from appevents._settings import DEFAULT_MAX_EVENT_BYTES
 
 _max_event_bytes: int | None = None
 

@@ -176,7 +176,7 @@ class EncodedEvent:
     #: ``Event.model_dump_json()``, UTF-8: what goes on the wire. Decode or parse it only if you must.
     body: bytes
     #: The record attributes (``appevents.event_id``, ``appevents.event_name``, ``appevents.topic``; see
-    #: :mod:`appevents.records`).
+    #: :mod:`appevents._records`).
     attributes: dict[str, str]
     #: Publish time (ns since the epoch; ``workflow.now()`` inside workflows).
     timestamp_ns: int

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from appevents.memory import CapturedEvents, InMemoryEventExporter, create_memory_exporter
-from appevents.settings import AppEventsSettings
-from appevents.store import EventStore, configure
+from appevents._event_store import EventStore, configure
+from appevents._memory import CapturedEvents, InMemoryEventExporter, create_memory_exporter
+from appevents._settings import AppEventsSettings
 
 __all__ = ["CapturedEvents", "InMemoryEventExporter", "captured_events", "create_memory_exporter"]
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from appevents import AppEventsSettings, Event, EventStore, configure
-from appevents.memory import InMemoryEventExporter
+from appevents._memory import InMemoryEventExporter
 from support.bridge_process import TOKEN, BridgeProcess, delivered, events
 from support.dapr_sidecar import HttpReceiver
 from support.waiting import wait_until

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from appevents import AppEventsSettings, Event, EventStore, configure
+from appevents._memory import InMemoryEventExporter
 from appevents.bridge import Bridge, BridgeSettings
-from appevents.memory import InMemoryEventExporter
 from support.bridge_process import TOKEN
 from support.waiting import wait_until
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from appevents import Event, EventStore, configure
-from appevents.demo import example_events
-from appevents.local import LocalEventLog
-from appevents.settings import AppEventsSettings
+from appevents._demo.events import example_events
+from appevents._settings import AppEventsSettings
+from appevents._sqlite_log import LocalEventLog
 
 
 def _run(*args: str, db: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:

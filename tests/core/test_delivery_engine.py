@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import appevents.pipeline
+import appevents._pipeline
 from appevents import AppEventsSettings, DeliveryStats, Event, EventStore, configure
+from appevents._memory import InMemoryEventExporter
+from appevents._records import event_from_json
 from appevents.exporting import EncodedEvent, ExportOutcome
-from appevents.memory import InMemoryEventExporter
-from appevents.records import event_from_json
 
 
 def _settings(**overrides: object) -> AppEventsSettings:
@@ -204,7 +204,7 @@ def test_the_first_publish_builds_the_exporters_off_the_callers_thread(monkeypat
     monkeypatch.setenv("APPEVENTS_EXPORTERS", "memory")
     gate, entered = threading.Event(), threading.Event()
     built_on: list[str] = []
-    real_load = appevents.pipeline.load_exporter
+    real_load = appevents._pipeline.load_exporter
 
     def slow_load(name: str, settings: AppEventsSettings) -> object | None:
         built_on.append(threading.current_thread().name)
@@ -212,7 +212,7 @@ def test_the_first_publish_builds_the_exporters_off_the_callers_thread(monkeypat
         gate.wait(10)  # an exporter whose construction takes its time (a sidecar probe, a token request)
         return real_load(name, settings)
 
-    monkeypatch.setattr(appevents.pipeline, "load_exporter", slow_load)
+    monkeypatch.setattr(appevents._pipeline, "load_exporter", slow_load)
     events = [Event(event_type="a.b", data={"n": n}) for n in range(20)]
     for event in events:
         assert EventStore.publish(event) is True  # returns while the exporter is still being built

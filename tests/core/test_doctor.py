@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from appevents import Event
-from appevents.cli import main
-from appevents.local import LocalEventLog
-from appevents.records import encode_event
-from appevents.spool import Spool
+from appevents._cli import main
+from appevents._records import encode_event
+from appevents._spool import Spool
+from appevents._sqlite_log import LocalEventLog
 
 pytestmark = pytest.mark.timeout(60)
 

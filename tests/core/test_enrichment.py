@@ -11,9 +11,9 @@ from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 
 from appevents import Event, EventMetadata, EventStore, WorkflowStates, configure
-from appevents.enrichment import add_topic, enrich
-from appevents.settings import AppEventsSettings
-from appevents.version import __version__
+from appevents._enrichment import add_topic, enrich
+from appevents._settings import AppEventsSettings
+from appevents._version import __version__
 
 
 def test_outside_temporal_only_application_time_and_topic_are_filled() -> None:

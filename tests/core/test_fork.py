@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from appevents.local import LocalEventLog
+from appevents._sqlite_log import LocalEventLog
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -16,8 +16,8 @@ from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
 from appevents import AppEventsSettings, ConfigurationError, Event, EventStore, configure
-from appevents.memory import CapturedEvents, InMemoryEventExporter
-from appevents.records import event_from_json
+from appevents._memory import CapturedEvents, InMemoryEventExporter
+from appevents._records import event_from_json
 from appevents.testing import captured_events
 
 
@@ -89,7 +89,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from appevents import AppEventsSettings, Event, EventStore, configure
-from appevents.records import event_json_from_record
+from appevents._records import event_json_from_record
 
 class PoolExporter(LogRecordExporter):
     # Sends through a thread pool, as the Dapr exporter does.
@@ -175,7 +175,7 @@ def test_a_misconfigured_exporter_is_a_configuration_error_without_the_values(
 
 
 def test_the_memory_exporter_does_not_need_pytest() -> None:
-    script = "import sys, appevents.memory; assert 'pytest' not in sys.modules, 'memory imported pytest'"
+    script = "import sys, appevents._memory; assert 'pytest' not in sys.modules, 'memory imported pytest'"
     subprocess.run([sys.executable, "-c", script], check=True, timeout=30, env={**os.environ})
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from appevents import Event, EventStore, configure
+from appevents._records import encode_event
+from appevents._settings import AppEventsSettings
+from appevents._sqlite_log import LocalEventLog, LocalExporter
 from appevents.exporting import EncodedEvent
-from appevents.local import LocalEventLog, LocalExporter
-from appevents.records import encode_event
-from appevents.settings import AppEventsSettings
 
 _PUBLISHER = """
 import sys

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from appevents.local import LocalEventLog
+from appevents._sqlite_log import LocalEventLog
 from support.dapr_sidecar import free_port
 
 pytestmark = pytest.mark.timeout(180)

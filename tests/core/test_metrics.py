@@ -1,8 +1,8 @@
-"""Self-metrics (``appevents.metrics``): what the OpenTelemetry metrics API sees agrees exactly with
+"""Self-metrics (``appevents._metrics``): what the OpenTelemetry metrics API sees agrees exactly with
 ``EventStore.stats()`` — per exporter and reason, in memory and durable mode, including drops at a full queue, at
 the spool and at shutdown — plus one duration point per export call, the gauges, and the published counter.
 
-Each test records to its own SDK ``MeterProvider`` with an in-memory reader (``appevents.metrics.
+Each test records to its own SDK ``MeterProvider`` with an in-memory reader (``appevents._metrics.
 use_meter_provider``): the global provider can be set only once per process, which the last test does in a child
 process, after appevents was imported.
 """
@@ -24,9 +24,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from appevents import AppEventsSettings, Event, EventStore, configure
+from appevents._pipeline import Pipeline, build_pipeline
+from appevents._records import encode_event, event_from_json
 from appevents.exporting import EncodedEvent, ExportOutcome
-from appevents.pipeline import Pipeline, build_pipeline
-from appevents.records import encode_event, event_from_json
 from support.metric_points import Metrics, assert_metrics_equal_stats
 from support.waiting import wait_until
 
@@ -343,7 +343,7 @@ def test_a_forked_child_reports_its_own_pipeline_not_the_parents(tmp_path: Path)
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
         from appevents import AppEventsSettings, Event, EventStore, configure
-        from appevents.metrics import use_meter_provider
+        from appevents._metrics import use_meter_provider
 
         reader = InMemoryMetricReader()
         use_meter_provider(MeterProvider(metric_readers=[reader]))

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from appevents import ApplicationEventNames, Event, EventMetadata, _runtime, configure
-from appevents.demo import example_events
-from appevents.enrichment import enrich
-from appevents.models import STORED_EVENT_CONTEXT
-from appevents.settings import DEFAULT_MAX_EVENT_BYTES, AppEventsSettings
+from appevents._demo.events import example_events
+from appevents._enrichment import enrich
+from appevents._models import STORED_EVENT_CONTEXT
+from appevents._settings import DEFAULT_MAX_EVENT_BYTES, AppEventsSettings
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
 json_values = st.recursive(

@@ -11,7 +11,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.sdk.trace import TracerProvider
 
 from appevents import AppEventsSettings, Event, EventStore, configure
-from appevents.records import EVENT_ID_ATTRIBUTE, event_from_json
+from appevents._records import EVENT_ID_ATTRIBUTE, event_from_json
 
 
 class OtlpReceiver(ThreadingHTTPServer):
@@ -108,7 +108,7 @@ def test_the_otlp_protocol_variables_choose_the_transport(
         monkeypatch.delenv(name, raising=False)
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    from appevents.pipeline import create_otlp_exporter
+    from appevents._registry import create_otlp_exporter
 
     exporter = create_otlp_exporter(AppEventsSettings())
     try:
@@ -118,7 +118,7 @@ def test_the_otlp_protocol_variables_choose_the_transport(
 
 
 def test_an_unknown_otlp_protocol_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from appevents.errors import ConfigurationError
+    from appevents._errors import ConfigurationError
 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
     with pytest.raises(ConfigurationError, match="http/protobuf' or 'grpc'"):

@@ -13,8 +13,8 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from opentelemetry.sdk.trace import TracerProvider
 
 from appevents import ConfigurationError, Event, EventStore, configure
-from appevents.records import EVENT_ID_ATTRIBUTE, EVENT_NAME_ATTRIBUTE, event_from_record
-from appevents.settings import AppEventsSettings
+from appevents._records import EVENT_ID_ATTRIBUTE, EVENT_NAME_ATTRIBUTE, event_from_record
+from appevents._settings import AppEventsSettings
 from appevents.testing import InMemoryEventExporter
 
 

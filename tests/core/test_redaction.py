@@ -17,10 +17,10 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 from opentelemetry.sdk.trace import TracerProvider
 
 from appevents import Event, EventStore, configure
-from appevents.local import LocalEventLog
-from appevents.records import EVENT_ID_ATTRIBUTE, EVENT_NAME_ATTRIBUTE, TOPIC_ATTRIBUTE
-from appevents.redaction import MAX_DEPTH, REDACTED, redact, redact_keys, redactor_of
-from appevents.settings import DEFAULT_REDACT_KEYS, AppEventsSettings
+from appevents._records import EVENT_ID_ATTRIBUTE, EVENT_NAME_ATTRIBUTE, TOPIC_ATTRIBUTE
+from appevents._redaction import MAX_DEPTH, REDACTED, redact, redact_keys, redactor_of
+from appevents._settings import DEFAULT_REDACT_KEYS, AppEventsSettings
+from appevents._sqlite_log import LocalEventLog
 from appevents.testing import InMemoryEventExporter
 
 DEFAULT_KEYS = redact_keys(DEFAULT_REDACT_KEYS)

@@ -1,4 +1,4 @@
-"""Configuration names are a contract: APPEVENTS_*, the Atlan application-sdk's names, and the OTel standard variables."""
+"""Configuration names are a contract: APPEVENTS_*, the application-sdk's names, and the OTel standard variables."""
 
 from __future__ import annotations
 

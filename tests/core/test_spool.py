@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from appevents import AppEventsSettings, ConfigurationError, DeliveryStats, Event, EventStore, configure
+from appevents._records import encode_event
+from appevents._sqlite_log import LocalEventLog
 from appevents.exporting import EncodedEvent, ExportOutcome
-from appevents.local import LocalEventLog
-from appevents.records import encode_event
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -234,18 +234,18 @@ def test_flush_waits_for_events_the_writer_could_not_commit_yet(tmp_path: Path) 
 
 
 def test_a_read_error_does_not_stop_the_exporter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import appevents.spool
+    import appevents._spool
 
-    real_read = appevents.spool.SpoolReader.read
+    real_read = appevents._spool.SpoolReader.read
     calls = {"n": 0}
 
-    def flaky_read(self: appevents.spool.SpoolReader, owner: str, after_seq: int, limit: int) -> list[EncodedEvent]:
+    def flaky_read(self: appevents._spool.SpoolReader, owner: str, after_seq: int, limit: int) -> list[EncodedEvent]:
         calls["n"] += 1
         if calls["n"] == 2:
             raise sqlite3.OperationalError("database is locked")
         return real_read(self, owner, after_seq, limit)
 
-    monkeypatch.setattr(appevents.spool.SpoolReader, "read", flaky_read)
+    monkeypatch.setattr(appevents._spool.SpoolReader, "read", flaky_read)
     dest = Switchable()
     configure(_settings(tmp_path / "spool.db"), exporters={"dest": dest})
     for batch in range(3):
@@ -256,7 +256,7 @@ def test_a_read_error_does_not_stop_the_exporter(tmp_path: Path, monkeypatch: py
 
 
 def test_a_live_owner_with_a_stale_heartbeat_is_not_adopted(tmp_path: Path) -> None:
-    from appevents.spool import Spool
+    from appevents._spool import Spool
 
     path = tmp_path / "spool.db"
     live = Spool(path, max_bytes=10**9, exporters=["dest"])  # this process: alive, whatever its heartbeat says

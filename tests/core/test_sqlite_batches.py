@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from appevents.sqlite_batches import insert_rows
+from appevents._sqlite import insert_rows
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 from pydantic import SecretStr
 
-from appevents.errors import AppEventsError, ConfigurationError
+from appevents._errors import AppEventsError, ConfigurationError
 from appevents_exporter_dapr import (
     AuthError,
     AuthSettings,

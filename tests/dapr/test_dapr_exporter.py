@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from appevents import AppEventsSettings, Event, EventMetadata, EventStore, configure
-from appevents.demo import example_events
+from appevents._demo.events import example_events
 from appevents_exporter_dapr import (
     ClientCredentialsTokenProvider,
     DaprExporter,

@@ -326,7 +326,7 @@ def test_doctor_runs_as_the_appevents_command(stack: Stack) -> None:
 
 
 def test_doctor_leaves_no_thread_of_the_exporters_it_built(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    from appevents.doctor import passed, run_checks
+    from appevents._doctor import passed, run_checks
 
     for name in [n for n in os.environ if n.startswith(("APPEVENTS_", "DAPR_", "OTEL_"))]:
         monkeypatch.delenv(name)

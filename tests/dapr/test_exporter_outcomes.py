@@ -19,9 +19,9 @@ from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
 
 from appevents import Event
+from appevents._models import STORED_EVENT_CONTEXT
+from appevents._records import encode_event, record_attributes
 from appevents.exporting import EncodedEvent, ExportOutcome
-from appevents.models import STORED_EVENT_CONTEXT
-from appevents.records import encode_event, record_attributes
 from appevents_exporter_dapr import DaprExporter, DaprExporterSettings
 from support.dapr_sidecar import DaprSidecar
 

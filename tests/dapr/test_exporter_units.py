@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 from appevents import Event, EventMetadata
+from appevents._records import TOPIC_ATTRIBUTE, record_attributes
 from appevents.exporting import EncodedEvent
-from appevents.records import TOPIC_ATTRIBUTE, record_attributes
 from appevents_exporter_dapr import DaprExporter, DaprExporterSettings
 from appevents_exporter_dapr._failures import (
     EntryRefused,

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from appevents import Event, EventStore
-from appevents.redaction import REDACTED
+from appevents._redaction import REDACTED
 from appevents_exporter_dapr import DaprExporter
 from support.dapr_sidecar import DaprSidecar, HttpReceiver
 

@@ -9,8 +9,8 @@ import pytest
 from segment_events import lifecycle_event
 
 from appevents import ApplicationEventNames, EventStore
-from appevents.pipeline import Pipeline
-from appevents.redaction import REDACTED
+from appevents._pipeline import Pipeline
+from appevents._redaction import REDACTED
 from support.segment_receiver import SegmentReceiver
 
 pytestmark = pytest.mark.timeout(30)

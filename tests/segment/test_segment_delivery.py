@@ -18,7 +18,7 @@ import pytest
 from segment_events import business_event, lifecycle_event
 
 from appevents import ApplicationEventNames, EventStore, WorkflowStates
-from appevents.pipeline import Pipeline
+from appevents._pipeline import Pipeline
 from appevents.testing import CapturedEvents, InMemoryEventExporter
 from appevents_exporter_segment import SegmentExporter
 from support.segment_receiver import SegmentReceiver

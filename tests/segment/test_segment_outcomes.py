@@ -20,8 +20,8 @@ from opentelemetry.sdk.resources import Resource
 from segment_events import business_event, lifecycle_event
 
 from appevents import AppEventsSettings, ApplicationEventNames, Event
+from appevents._records import encode_event, record_attributes
 from appevents.exporting import EncodedEvent, ExportOutcome
-from appevents.records import encode_event, record_attributes
 from appevents_exporter_segment import SegmentExporter, SegmentExporterSettings
 from support.segment_receiver import SegmentReceiver
 from support.waiting import wait_until

@@ -11,7 +11,7 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from segment_events import lifecycle_event
 
 from appevents import AppEventsSettings, ApplicationEventNames, ConfigurationError, configure
-from appevents.records import record_attributes
+from appevents._records import record_attributes
 from appevents_exporter_segment import SegmentExporter, create_segment_exporter
 from support.segment_receiver import SegmentReceiver
 

@@ -11,7 +11,7 @@ import pytest
 from segment_events import lifecycle_event
 
 from appevents import ApplicationEventNames, ConfigurationError, EventStore
-from appevents.pipeline import Pipeline
+from appevents._pipeline import Pipeline
 from appevents_exporter_segment import SegmentExporter, SegmentExporterSettings
 from appevents_exporter_segment._redaction import SecretRedactingFilter
 from support.segment_receiver import SegmentReceiver

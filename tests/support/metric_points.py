@@ -9,7 +9,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
 from appevents import DeliveryStats, EventStore
-from appevents.metrics import use_meter_provider
+from appevents._metrics import use_meter_provider
 
 Points = dict[frozenset[tuple[str, object]], object]
 

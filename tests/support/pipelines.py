@@ -13,7 +13,7 @@ import pytest
 from opentelemetry.sdk._logs import LogRecordProcessor
 
 from appevents import AppEventsSettings, EventStore, configure
-from appevents.pipeline import Pipeline
+from appevents._pipeline import Pipeline
 
 __all__ = ["ConfigurePipeline", "configured_pipeline", "exporter_in"]
 

@@ -16,8 +16,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-import appevents.pipeline
-from appevents.temporal.devserver import DevServer, find_binary
+import appevents._pipeline
+from appevents._demo.devserver import DevServer, find_binary
 
 
 @pytest.fixture(scope="session")
@@ -49,11 +49,11 @@ def task_queue() -> str:
 def pipeline_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the threads on which EventStore builds a pipeline during the test, in order."""
     builders: list[str] = []
-    real_pipeline = appevents.pipeline.Pipeline
+    real_pipeline = appevents._pipeline.Pipeline
 
-    def spying_pipeline(*args: Any, **kwargs: Any) -> appevents.pipeline.Pipeline:
+    def spying_pipeline(*args: Any, **kwargs: Any) -> appevents._pipeline.Pipeline:
         builders.append(threading.current_thread().name)
         return real_pipeline(*args, **kwargs)
 
-    monkeypatch.setattr("appevents.store.Pipeline", spying_pipeline)
+    monkeypatch.setattr("appevents._event_store.Pipeline", spying_pipeline)
     return builders

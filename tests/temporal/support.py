@@ -12,7 +12,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from appevents import ApplicationEventNames, Event
 from appevents.temporal import AppEventsPlugin
-from appevents.temporal.plugin import PASSTHROUGH_MODULES
+from appevents.temporal._plugin import PASSTHROUGH_MODULES
 from appevents.testing import CapturedEvents
 from temporal.workflows import ALL_ACTIVITIES, ALL_WORKFLOWS
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from appevents import ApplicationEventNames, WorkflowStates
-from appevents.local import LocalEventLog
-from appevents.temporal.demo import DEMO_DATASETS, run_temporal_demo
-from appevents.temporal.devserver import DevServer
+from appevents._demo.devserver import DevServer
+from appevents._demo.workflow import DEMO_DATASETS, run_temporal_demo
+from appevents._sqlite_log import LocalEventLog
 from appevents.testing import CapturedEvents
 
 pytestmark = pytest.mark.timeout(90)

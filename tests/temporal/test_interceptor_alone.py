@@ -9,7 +9,7 @@ import pytest
 from temporalio.client import Client
 
 from appevents import ApplicationEventNames, EventStore
-from appevents.memory import InMemoryEventExporter
+from appevents._memory import InMemoryEventExporter
 from appevents.temporal import EventInterceptor
 from temporal.support import lifecycle, make_worker, of_workflow
 from temporal.workflows import PublishingWorkflow

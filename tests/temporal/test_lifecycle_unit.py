@@ -12,8 +12,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 from temporalio.workflow import ContinueAsNewError
 
 from appevents import ApplicationEventNames, Event, EventTypes, WorkflowStates
-from appevents.temporal.interceptor import _publish, lifecycle_failures
-from appevents.temporal.lifecycle import (
+from appevents.temporal._interceptor import _publish, lifecycle_failures
+from appevents.temporal._lifecycle import (
     LIFECYCLE_ID_NAMESPACE,
     ActivityRef,
     ActivityStatus,

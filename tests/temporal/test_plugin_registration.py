@@ -11,9 +11,9 @@ import temporalio
 from temporalio.client import Client
 
 from appevents import ApplicationEventNames, __version__, configure
-from appevents.settings import AppEventsSettings
+from appevents._demo.devserver import DevServer
+from appevents._settings import AppEventsSettings
 from appevents.temporal import AppEventsPlugin, EventInterceptor
-from appevents.temporal.devserver import DevServer
 from appevents.testing import CapturedEvents, InMemoryEventExporter
 from temporal.support import make_worker
 from temporal.workflows import CompletingWorkflow

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from appevents.local import LocalEventLog
-from appevents.temporal.devserver import DevServer
+from appevents._demo.devserver import DevServer
+from appevents._sqlite_log import LocalEventLog
 
 APP = textwrap.dedent(
     """

@@ -12,7 +12,7 @@ from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
 from appevents import ApplicationEventNames
-from appevents.temporal.devserver import DevServer
+from appevents._demo.devserver import DevServer
 from appevents.testing import CapturedEvents
 from temporal.support import make_worker, of_workflow
 from temporal.workflows import PublishingWorkflow

@@ -30,12 +30,12 @@ from collections.abc import Mapping
 from types import FrameType
 
 from appevents import _runtime
+from appevents._counting import DeliveryStats
+from appevents._pipeline import Pipeline, build_pipeline
+from appevents._settings import AppEventsSettings
 from appevents.bridge._intake import Intake
 from appevents.bridge._service import BridgeStats, ExportService
 from appevents.bridge._settings import BridgeSettings, parse_endpoint
-from appevents.delivery import DeliveryStats
-from appevents.pipeline import Pipeline, build_pipeline
-from appevents.settings import AppEventsSettings
 
 __all__ = ["Bridge", "BridgeSettings", "BridgeStats", "run_bridge"]
 

@@ -7,7 +7,7 @@ A record carries an event when
   forwards events), or the same object as an OTLP map; or
 * it is an OTel event record: ``event_name`` is the event type and the attribute ``appevents.event_id`` holds the
   id; the body (a map, or a string holding a JSON object) is the event's ``data``; the attributes
-  ``appevents.event_name`` and ``appevents.topic`` (see :mod:`appevents.records`) fill ``event_name`` and
+  ``appevents.event_name`` and ``appevents.topic`` (see :mod:`appevents._records`) fill ``event_name`` and
   ``metadata.topic_name``.
 
 The bridge does not enrich or rewrite: an event must arrive with its own ``event_id`` (none is invented), and what
@@ -34,9 +34,9 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from pydantic import ValidationError
 
 from appevents import _runtime
+from appevents._models import STORED_EVENT_CONTEXT, Event
+from appevents._records import EVENT_ID_ATTRIBUTE, EVENT_NAME_ATTRIBUTE, TOPIC_ATTRIBUTE, record_attributes
 from appevents.exporting import EncodedEvent
-from appevents.models import STORED_EVENT_CONTEXT, Event
-from appevents.records import EVENT_ID_ATTRIBUTE, EVENT_NAME_ATTRIBUTE, TOPIC_ATTRIBUTE, record_attributes
 
 __all__ = ["BadRequest", "Decoded", "TooLarge", "decode_events", "decompress", "parse_request"]
 

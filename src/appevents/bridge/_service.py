@@ -30,9 +30,9 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 from pydantic import SecretStr
 
+from appevents._counting import LogOnce
 from appevents.bridge._decode import decode_events
 from appevents.bridge._intake import Intake, Verdict
-from appevents.delivery import LogOnce
 
 __all__ = ["BridgeStats", "ExportService", "Reply", "ReplyKind"]
 

@@ -17,7 +17,7 @@ it) and nothing is published while history is replayed (queries still publish). 
 details of what runs inside the sandbox and :mod:`.lifecycle` for the events' shape.
 """
 
-from appevents.temporal.interceptor import EventInterceptor
-from appevents.temporal.plugin import AppEventsPlugin
+from appevents.temporal._interceptor import EventInterceptor
+from appevents.temporal._plugin import AppEventsPlugin
 
 __all__ = ["AppEventsPlugin", "EventInterceptor"]

@@ -31,10 +31,10 @@ from typing import Literal
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
-from appevents.delivery import LogOnce
+from appevents._counting import LogOnce
+from appevents._records import encoded_from_record
+from appevents._settings import AppEventsSettings
 from appevents.exporting import Check, EncodedEvent, ExportOutcome
-from appevents.records import encoded_from_record
-from appevents.settings import AppEventsSettings
 from appevents_exporter_dapr._auth import AuthSettings, HeaderProvider, header_provider_from_settings
 from appevents_exporter_dapr._diagnose import diagnose_dapr
 from appevents_exporter_dapr._dispatch import Counters, Dispatcher

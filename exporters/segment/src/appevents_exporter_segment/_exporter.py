@@ -33,9 +33,9 @@ from segment.analytics import Client
 from segment.analytics.consumer import Consumer
 
 from appevents import AppEventsSettings, ConfigurationError
-from appevents.delivery import LogOnce
+from appevents._counting import LogOnce
+from appevents._records import EVENT_NAME_ATTRIBUTE, encoded_from_record, event_from_json
 from appevents.exporting import Check, EncodedEvent, ExportOutcome
-from appevents.records import EVENT_NAME_ATTRIBUTE, encoded_from_record, event_from_json
 from appevents_exporter_segment._diagnose import diagnose_segment
 from appevents_exporter_segment._mapping import SegmentTrack, track_for_event
 from appevents_exporter_segment._redaction import (

@@ -25,8 +25,8 @@ from temporalio.activity import ActivityCancellationDetails, _CompleteAsyncError
 from temporalio.exceptions import ApplicationError, FailureError, is_cancelled_exception
 from temporalio.workflow import ContinueAsNewError
 
+from appevents._models import ApplicationEventNames, Event, EventMetadata, EventTypes, WorkflowStates
 from appevents._runtime import random_uuid4
-from appevents.models import ApplicationEventNames, Event, EventMetadata, EventTypes, WorkflowStates
 
 __all__ = [
     "ActivityRef",

@@ -2,7 +2,7 @@
 
 Applied once, at publish (:meth:`appevents.EventStore.publish`), before the event is encoded: every exporter, the
 spool, the OTel log records and the span event see the redacted data. ``APPEVENTS_REDACT_KEYS`` names the keys
-(:data:`~appevents.settings.DEFAULT_REDACT_KEYS` by default, empty: off).
+(:data:`~appevents._settings.DEFAULT_REDACT_KEYS` by default, empty: off).
 
 :func:`redact` matches keys case-insensitively (``str.lower``) at any depth: in nested objects, and in objects
 inside arrays. A matching key's whole value is replaced, whatever it is (a string, an object, an array). Keys are
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Final
 
-from appevents.settings import AppEventsSettings
+from appevents._settings import AppEventsSettings
 
 __all__ = ["MAX_DEPTH", "REDACTED", "Redactor", "redact", "redact_keys", "redactor_of"]
 

@@ -12,11 +12,11 @@ import asyncio
 import threading
 import time
 
-from appevents.cli import format_row, table_header
-from appevents.local import LocalEventLog
-from appevents.models import ApplicationEventNames, Event
-from appevents.settings import AppEventsSettings
-from appevents.store import EventStore, configure
+from appevents._cli import format_row, table_header
+from appevents._event_store import EventStore, configure
+from appevents._models import ApplicationEventNames, Event
+from appevents._settings import AppEventsSettings
+from appevents._sqlite_log import LocalEventLog
 
 __all__ = ["example_events", "run_demo"]
 
@@ -161,7 +161,7 @@ def run_demo(*, temporal: bool = True, temporal_address: str | None = None) -> i
 
 def _run_temporal_part(address: str | None) -> None:
     try:
-        from appevents.temporal.demo import run_temporal_demo  # type: ignore[import-not-found,unused-ignore]
+        from appevents._demo.workflow import run_temporal_demo  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         print(f"(Temporal part skipped: {exc}; install appevents[temporal] or pass --no-temporal)", flush=True)
         return

@@ -18,9 +18,9 @@ from typing import Any
 from opentelemetry import trace
 
 from appevents import _runtime
-from appevents.models import Event, WorkflowStates
-from appevents.settings import AppEventsSettings
-from appevents.version import __version__
+from appevents._models import Event, WorkflowStates
+from appevents._settings import AppEventsSettings
+from appevents._version import __version__
 
 __all__ = [
     "DEFAULT_ENRICHERS",

@@ -32,8 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from appevents._sqlite import connect_wal, fork_safe, insert_rows, while_locked
 from appevents.exporting import EncodedEvent
-from appevents.sqlite_batches import connect_wal, fork_safe, insert_rows, while_locked
 
 __all__ = ["Orphan", "Spool", "SpoolReader"]
 
@@ -306,7 +306,7 @@ class SpoolReader:
 
         Fetched as one aggregated row (fields joined by U+001F, rows by U+001E — characters JSON never carries
         unescaped, nor do ids, types or hex): one step for the batch instead of one per row (see
-        :mod:`appevents.sqlite_batches`).
+        :mod:`appevents._sqlite`).
         """
         (packed,) = self._db.execute(
             "SELECT group_concat(seq || char(31) || event_id || char(31) || event_type || char(31) || attributes"

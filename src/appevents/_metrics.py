@@ -42,7 +42,7 @@ from typing import Protocol
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
-from appevents.version import __version__
+from appevents._version import __version__
 
 __all__ = [
     "METER_NAME",

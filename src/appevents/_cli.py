@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from appevents.local import LocalEventLog, StoredEvent
-from appevents.models import Event
-from appevents.settings import AppEventsSettings
+from appevents._models import Event
+from appevents._settings import AppEventsSettings
+from appevents._sqlite_log import LocalEventLog, StoredEvent
 
 __all__ = ["format_row", "main", "table_header"]
 
@@ -85,13 +85,13 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from appevents.demo import run_demo
+    from appevents._demo.events import run_demo
 
     return run_demo(temporal=not args.no_temporal, temporal_address=args.temporal_address)
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from appevents.doctor import run_doctor
+    from appevents._doctor import run_doctor
 
     env_file = Path(args.env_file) if args.env_file else None
     return run_doctor(as_json=args.json, timeout_s=args.timeout, env_file=env_file)
@@ -102,7 +102,7 @@ def _bridge(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
-    from appevents.errors import ConfigurationError
+    from appevents._errors import ConfigurationError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -33,10 +33,10 @@ from temporalio.plugin import SimplePlugin
 from temporalio.worker import ReplayerConfig, Worker, WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from appevents.store import EventStore
-from appevents.temporal.interceptor import EventInterceptor
-from appevents.temporal.lifecycle import worker_start_event
-from appevents.version import __version__
+from appevents._event_store import EventStore
+from appevents._version import __version__
+from appevents.temporal._interceptor import EventInterceptor
+from appevents.temporal._lifecycle import worker_start_event
 
 __all__ = ["PASSTHROUGH_MODULES", "AppEventsPlugin"]
 

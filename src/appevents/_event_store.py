@@ -31,14 +31,14 @@ from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk._logs.export import LogRecordExporter
 
 from appevents import _runtime
-from appevents.delivery import DeliveryStats, LogOnce
-from appevents.enrichment import DEFAULT_ENRICHERS, Enricher, enrich
+from appevents._counting import DeliveryStats, LogOnce
+from appevents._enrichment import DEFAULT_ENRICHERS, Enricher, enrich
+from appevents._models import Event
+from appevents._pipeline import Pipeline
+from appevents._records import record_attributes
+from appevents._redaction import redactor_of
+from appevents._settings import AppEventsSettings
 from appevents.exporting import EncodedEvent, Waiter
-from appevents.models import Event
-from appevents.pipeline import Pipeline
-from appevents.records import record_attributes
-from appevents.redaction import redactor_of
-from appevents.settings import AppEventsSettings
 
 __all__ = ["EventStore", "configure"]
 

@@ -25,10 +25,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from appevents.models import Event
-from appevents.store import EventStore
-from appevents.temporal.devserver import DevServer
-from appevents.temporal.plugin import AppEventsPlugin
+from appevents._demo.devserver import DevServer
+from appevents._event_store import EventStore
+from appevents._models import Event
+from appevents.temporal._plugin import AppEventsPlugin
 
 __all__ = ["DataProcessingWorkflow", "process_large_dataset", "process_order", "run_temporal_demo"]
 

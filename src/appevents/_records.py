@@ -27,8 +27,8 @@ import time
 from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 
+from appevents._models import STORED_EVENT_CONTEXT, Event
 from appevents.exporting import EncodedEvent
-from appevents.models import STORED_EVENT_CONTEXT, Event
 
 __all__ = [
     "EVENT_ID_ATTRIBUTE",

@@ -4,7 +4,7 @@ What runs where, and why it is safe:
 
 - **Workflow side** (``workflow_start``/``workflow_end``) runs *inside* the workflow sandbox, as part of workflow
   code, so it obeys the workflow rules: it reads only ``workflow.info()`` and ``workflow.now()`` (deterministic),
-  derives event ids from the run (UUIDv5, see :mod:`appevents.temporal.lifecycle`) so it never consumes
+  derives event ids from the run (UUIDv5, see :mod:`appevents.temporal._lifecycle`) so it never consumes
   ``workflow.random()``, issues no commands (no activities, no markers, no timers: the workflow's history is the
   same with and without it) and publishes through :meth:`appevents.EventStore.publish`, which is an in-memory
   append to the OTel pipeline — no I/O on the workflow task.
@@ -14,7 +14,7 @@ What runs where, and why it is safe:
   is not a replay: its events are emitted again with the *same* ids, so a downstream dedupe removes them.
 - **Terminal states**: ``workflow_end`` reports what the outcome of the run method — or of a signal handler,
   which can end the run too — makes the server record: completed, failed, cancelled or continued_as_new (see
-  :func:`~appevents.temporal.lifecycle.workflow_state_for`); once per run, whichever ends it first. Update
+  :func:`~appevents.temporal._lifecycle.workflow_state_for`); once per run, whichever ends it first. Update
   handlers never end a run (temporalio fails the update, or the workflow task).
   An exception that temporalio treats as a *task* failure (a plain ``Exception`` not listed in
   ``workflow_failure_exception_types``) ends no run: the task is retried, so no ``workflow_end`` is published.
@@ -56,10 +56,10 @@ from temporalio.worker import (
 )
 from temporalio.workflow import ContinueAsNewError
 
-from appevents.delivery import LogOnce
-from appevents.models import Event
-from appevents.store import EventStore
-from appevents.temporal.lifecycle import (
+from appevents._counting import LogOnce
+from appevents._event_store import EventStore
+from appevents._models import Event
+from appevents.temporal._lifecycle import (
     ActivityRef,
     WorkflowRef,
     activity_end_event,

@@ -18,12 +18,12 @@ from pathlib import Path
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
-from appevents.delivery import LogOnce
+from appevents._counting import LogOnce
+from appevents._models import Event
+from appevents._records import encoded_from_record, event_from_json
+from appevents._settings import AppEventsSettings
+from appevents._sqlite import connect_wal, fork_safe, insert_rows, while_locked
 from appevents.exporting import EncodedEvent, ExportOutcome
-from appevents.models import Event
-from appevents.records import encoded_from_record, event_from_json
-from appevents.settings import AppEventsSettings
-from appevents.sqlite_batches import connect_wal, fork_safe, insert_rows, while_locked
 
 __all__ = ["LocalEventLog", "LocalExporter", "StoredEvent", "create_local_exporter"]
 

@@ -1,12 +1,10 @@
 """The pipeline: the exporters named in the settings (plus any given), each on its own engine channel, and
 the durable spool when ``APPEVENTS_SPOOL_PATH`` is set.
 
-:meth:`Pipeline.submit` is the only part on the caller's path: one hand-off (see :mod:`appevents.engine`).
+:meth:`Pipeline.submit` is the only part on the caller's path: one hand-off (see :mod:`appevents._engine`).
 
-Exporters are found by name in the ``appevents.exporters`` entry-point group; each entry point is a factory
-``(settings) -> exporter | None`` (None: the exporter decided it is disabled, and said why once). The exporter
-distributions (``appevents-exporter-dapr``, ``appevents-exporter-segment``) register there, so the core never
-imports them.
+Exporters are built by name from the registry (:mod:`appevents._registry`, the ``appevents.exporters``
+entry-point group), so the core never imports the exporter distributions.
 
 Built by ``configure()``, the pipeline is built on the caller's thread and errors raise. Built on first use (the
 first publish with nothing configured), it is built on a background thread: the first publish costs what any
@@ -17,107 +15,32 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from importlib.metadata import entry_points
-from typing import Protocol
 
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk._logs import LogRecordProcessor
-from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from pydantic import ValidationError
 
-from appevents.delivery import DeliveryStats
-from appevents.engine import Channel, SpoolWriter, shutdown_exporter, sink_for
-from appevents.errors import ConfigurationError
+from appevents._counting import DeliveryStats
+from appevents._engine import Channel, SpoolWriter, shutdown_exporter, sink_for
+from appevents._errors import ConfigurationError
+from appevents._metrics import EventTypeAttributes, instruments_for
+from appevents._records import LOGGER_NAME
+from appevents._registry import available_exporters, load_exporter
+from appevents._settings import AppEventsSettings
+from appevents._spool import Spool
+from appevents._version import __version__
 from appevents.exporting import EncodedEvent, preferred_batch_size
-from appevents.metrics import EventTypeAttributes, instruments_for
-from appevents.records import LOGGER_NAME
-from appevents.settings import AppEventsSettings
-from appevents.spool import Spool
-from appevents.version import __version__
 
-__all__ = [
-    "EXPORTER_ENTRY_POINT_GROUP",
-    "ExporterFactory",
-    "Pipeline",
-    "available_exporters",
-    "build_pipeline",
-    "create_console_exporter",
-    "create_otlp_exporter",
-    "load_exporter",
-]
+__all__ = ["Pipeline", "build_pipeline"]
 
-EXPORTER_ENTRY_POINT_GROUP = "appevents.exporters"
 #: How long shutdown waits, past its deadline, for exporters it interrupted to return (all together).
 _STOP_GRACE_S = 5.0
 _logger = logging.getLogger("appevents")
-
-
-class ExporterFactory(Protocol):
-    def __call__(self, settings: AppEventsSettings) -> object | None: ...
-
-
-def available_exporters() -> list[str]:
-    """Names of the exporters installed in this environment."""
-    return sorted({ep.name for ep in entry_points(group=EXPORTER_ENTRY_POINT_GROUP)})
-
-
-def load_exporter(name: str, settings: AppEventsSettings) -> object | None:
-    """Build the exporter registered as ``name``; :class:`ConfigurationError` if none is installed."""
-    matches = entry_points(group=EXPORTER_ENTRY_POINT_GROUP, name=name)
-    if not matches:
-        raise ConfigurationError(
-            f"no appevents exporter named {name!r} is installed (installed: {', '.join(available_exporters())}); "
-            f"install its distribution, e.g. `pip install 'appevents[{name}]'`, or fix APPEVENTS_EXPORTERS"
-        )
-    factory: ExporterFactory = next(iter(matches)).load()
-    try:
-        return factory(settings)
-    except ConfigurationError:
-        raise
-    except ValidationError as exc:
-        # Without the offending input values: a bad setting may be a secret.
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        raise ConfigurationError(f"exporter {name!r} is misconfigured: {problems}") from None
-
-
-def create_console_exporter(settings: AppEventsSettings) -> LogRecordExporter:
-    """``console``: the OTel SDK's console exporter (one JSON log record per event on stdout)."""
-    return ConsoleLogRecordExporter()
-
-
-def create_otlp_exporter(settings: AppEventsSettings) -> LogRecordExporter:
-    """``otlp``: the standard OTLP log exporter of the protocol ``OTEL_EXPORTER_OTLP_LOGS_PROTOCOL`` (or
-    ``OTEL_EXPORTER_OTLP_PROTOCOL``) names: ``http/protobuf`` (default) or ``grpc``. Each reads the other standard
-    ``OTEL_EXPORTER_OTLP_*`` / ``OTEL_EXPORTER_OTLP_LOGS_*`` variables itself (endpoint, headers, timeout,
-    compression, certificates)."""
-    protocol = (
-        os.environ.get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
-    ).strip() or "http/protobuf"
-    if protocol not in ("http/protobuf", "grpc"):
-        raise ConfigurationError(
-            f"OTEL_EXPORTER_OTLP_(LOGS_)PROTOCOL is {protocol!r}; the otlp exporter speaks 'http/protobuf' or 'grpc' "
-            "(the OpenTelemetry Python SDK has no http/json log exporter)"
-        )
-    try:
-        if protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcExporter
-
-            return GrpcExporter()
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpExporter
-
-        return HttpExporter()
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"the otlp exporter ({protocol}) needs opentelemetry-exporter-otlp-proto-"
-            f"{'grpc' if protocol == 'grpc' else 'http'}: pip install 'appevents[otlp]'"
-        ) from exc
 
 
 def _resource(settings: AppEventsSettings) -> Resource:
@@ -179,7 +102,7 @@ class Pipeline:
         meter_provider: MeterProvider | None = None,
     ) -> None:
         self.settings = settings
-        # Self-metrics (appevents.metrics): bound now, as the first publish may come before the build is done.
+        # Self-metrics (appevents._metrics): bound now, as the first publish may come before the build is done.
         self._instruments = instruments_for(meter_provider)
         #: Events published, per ``event.type`` value (None: no such attribute). ``next()`` on an
         #: ``itertools.count`` is atomic in CPython: exact with any number of publishing threads, no lock.
@@ -423,7 +346,7 @@ class Pipeline:
         stages.update({name: channel.stats() for name, channel in self.channels.items()})
         return stages
 
-    # -- observable gauges (appevents.metrics) -------------------------------------------------------------------
+    # -- observable gauges (appevents._metrics) -------------------------------------------------------------------
     def observe_queues(self) -> list[tuple[str, int]]:
         """(stage, events pending) per stage, for ``appevents.queue.size``."""
         return [(name, stats.pending) for name, stats in self.stats().items()]
@@ -483,5 +406,5 @@ def build_pipeline(
     meter_provider: MeterProvider | None = None,
 ) -> Pipeline:
     """Build the pipeline for ``settings``: the named exporters plus any given instances (errors raise).
-    ``meter_provider``: where its self-metrics go (default: see :func:`appevents.metrics.instruments_for`)."""
+    ``meter_provider``: where its self-metrics go (default: see :func:`appevents._metrics.instruments_for`)."""
     return Pipeline(settings, exporters, extra_processors, meter_provider=meter_provider)

@@ -10,11 +10,11 @@ from collections.abc import Iterator, Sequence
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
+from appevents._event_store import EventStore
+from appevents._models import Event
+from appevents._records import encoded_from_record, event_from_json, event_from_record
+from appevents._settings import AppEventsSettings
 from appevents.exporting import EncodedEvent, ExportOutcome
-from appevents.models import Event
-from appevents.records import encoded_from_record, event_from_json, event_from_record
-from appevents.settings import AppEventsSettings
-from appevents.store import EventStore
 
 __all__ = ["CapturedEvents", "InMemoryEventExporter", "create_memory_exporter"]
 

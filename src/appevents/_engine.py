@@ -31,10 +31,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
-from appevents.delivery import DeliveryStats, LogOnce
+from appevents._counting import DeliveryStats, LogOnce
+from appevents._metrics import StageMetrics, instruments_for
+from appevents._spool import Orphan, Spool, SpoolReader
 from appevents.exporting import EncodedEvent, EventExporter, ExportOutcome
-from appevents.metrics import StageMetrics, instruments_for
-from appevents.spool import Orphan, Spool, SpoolReader
 
 __all__ = ["Channel", "Sink", "SpoolWriter", "shutdown_exporter", "sink_for"]
 

@@ -1,0 +1,91 @@
+"""The exporter registry: exporters are found by name in the ``appevents.exporters`` entry-point group.
+
+Each entry point is an :class:`ExporterFactory`, ``(settings) -> exporter | None`` (None: the exporter decided it
+is disabled, and said why once). The exporter distributions (``appevents-exporter-dapr``,
+``appevents-exporter-segment``) register there, so the core never imports them; the core registers its own
+(``local``, ``memory``, and the OpenTelemetry SDK's ``console`` and ``otlp``, built here).
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import entry_points
+from typing import Protocol
+
+from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
+from pydantic import ValidationError
+
+from appevents._errors import ConfigurationError
+from appevents._settings import AppEventsSettings
+
+__all__ = [
+    "EXPORTER_ENTRY_POINT_GROUP",
+    "ExporterFactory",
+    "available_exporters",
+    "create_console_exporter",
+    "create_otlp_exporter",
+    "load_exporter",
+]
+
+EXPORTER_ENTRY_POINT_GROUP = "appevents.exporters"
+
+
+class ExporterFactory(Protocol):
+    def __call__(self, settings: AppEventsSettings) -> object | None: ...
+
+
+def available_exporters() -> list[str]:
+    """Names of the exporters installed in this environment."""
+    return sorted({ep.name for ep in entry_points(group=EXPORTER_ENTRY_POINT_GROUP)})
+
+
+def load_exporter(name: str, settings: AppEventsSettings) -> object | None:
+    """Build the exporter registered as ``name``; :class:`ConfigurationError` if none is installed."""
+    matches = entry_points(group=EXPORTER_ENTRY_POINT_GROUP, name=name)
+    if not matches:
+        raise ConfigurationError(
+            f"no appevents exporter named {name!r} is installed (installed: {', '.join(available_exporters())}); "
+            f"install its distribution, e.g. `pip install 'appevents[{name}]'`, or fix APPEVENTS_EXPORTERS"
+        )
+    factory: ExporterFactory = next(iter(matches)).load()
+    try:
+        return factory(settings)
+    except ConfigurationError:
+        raise
+    except ValidationError as exc:
+        # Without the offending input values: a bad setting may be a secret.
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(f"exporter {name!r} is misconfigured: {problems}") from None
+
+
+def create_console_exporter(settings: AppEventsSettings) -> LogRecordExporter:
+    """``console``: the OTel SDK's console exporter (one JSON log record per event on stdout)."""
+    return ConsoleLogRecordExporter()
+
+
+def create_otlp_exporter(settings: AppEventsSettings) -> LogRecordExporter:
+    """``otlp``: the standard OTLP log exporter of the protocol ``OTEL_EXPORTER_OTLP_LOGS_PROTOCOL`` (or
+    ``OTEL_EXPORTER_OTLP_PROTOCOL``) names: ``http/protobuf`` (default) or ``grpc``. Each reads the other standard
+    ``OTEL_EXPORTER_OTLP_*`` / ``OTEL_EXPORTER_OTLP_LOGS_*`` variables itself (endpoint, headers, timeout,
+    compression, certificates)."""
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
+    ).strip() or "http/protobuf"
+    if protocol not in ("http/protobuf", "grpc"):
+        raise ConfigurationError(
+            f"OTEL_EXPORTER_OTLP_(LOGS_)PROTOCOL is {protocol!r}; the otlp exporter speaks 'http/protobuf' or 'grpc' "
+            "(the OpenTelemetry Python SDK has no http/json log exporter)"
+        )
+    try:
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcExporter
+
+            return GrpcExporter()
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpExporter
+
+        return HttpExporter()
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the otlp exporter ({protocol}) needs opentelemetry-exporter-otlp-proto-"
+            f"{'grpc' if protocol == 'grpc' else 'http'}: pip install 'appevents[otlp]'"
+        ) from exc
