@@ -17,7 +17,9 @@ durable. Configure with ``APPEVENTS_*`` environment variables or :func:`configur
 from appevents._counting import DeliveryStats
 from appevents._errors import AppEventsError, ConfigurationError
 from appevents._event_store import EventStore, configure
+from appevents._metrics import use_meter_provider
 from appevents._models import ApplicationEventNames, Event, EventMetadata, EventTypes, WorkflowStates
+from appevents._pipeline import Pipeline
 from appevents._settings import AppEventsSettings
 from appevents._version import __version__
 
@@ -31,7 +33,9 @@ __all__ = [
     "EventMetadata",
     "EventStore",
     "EventTypes",
+    "Pipeline",
     "WorkflowStates",
     "__version__",
     "configure",
+    "use_meter_provider",
 ]

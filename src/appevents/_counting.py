@@ -33,6 +33,22 @@ class LogOnce:
             return True
         return False
 
+    def failure(self, scope: str, exc: BaseException, what: str, consequence: str, level: int = logging.ERROR) -> bool:
+        """Catch, count, log once per exception type: ``"appevents: <what> failed (<Type>: <exc>); <consequence>"``
+        the first time ``scope`` fails with this type of exception; later ones are only counted
+        (:meth:`count` of ``"<scope>:<Type>"``). The message holds the exception's text: never pass one that may
+        carry a secret."""
+        kind = type(exc).__name__
+        return self(
+            f"{scope}:{kind}",
+            level,
+            "appevents: %s failed (%s: %s); %s (further failures of this kind are counted, not logged)",
+            what,
+            kind,
+            exc,
+            consequence,
+        )
+
     def count(self, cause: str) -> int:
         with self._lock:
             return self._seen.get(cause, 0)

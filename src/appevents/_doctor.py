@@ -46,11 +46,11 @@ from typing import TextIO
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from appevents._encoded import Check, safe_url
 from appevents._engine import shutdown_exporter
 from appevents._errors import ConfigurationError
 from appevents._registry import EXPORTER_ENTRY_POINT_GROUP, available_exporters
 from appevents._settings import AppEventsSettings
-from appevents.exporting import Check, safe_url
 
 __all__ = ["DEFAULT_TIMEOUT_S", "format_checks", "load_env_file", "passed", "run_checks", "run_doctor"]
 

@@ -32,9 +32,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from appevents._counting import DeliveryStats, LogOnce
+from appevents._encoded import EncodedEvent, EventExporter, ExportOutcome
 from appevents._metrics import StageMetrics, instruments_for
 from appevents._spool import Orphan, Spool, SpoolReader
-from appevents.exporting import EncodedEvent, EventExporter, ExportOutcome
 
 __all__ = ["Channel", "Sink", "SpoolWriter", "shutdown_exporter", "sink_for"]
 
@@ -260,7 +260,7 @@ class Channel:
                 if self._closing and self._idle():
                     return
         except Exception as exc:  # a bug here must be seen, and must not hang flush/shutdown
-            self._log_once("engine", logging.ERROR, "appevents: the %s delivery thread failed: %r", self.name, exc)
+            self._log_once.failure("engine", exc, f"the {self.name} delivery thread", "its events are not delivered")
         finally:
             if reader is not None:
                 reader.close()
@@ -287,14 +287,7 @@ class Channel:
             try:
                 rows = reader.read(source.owner, source.cursor, self._max_batch)
             except Exception as exc:  # locked past the busy timeout, I/O error: try again later, never give up
-                self._log_once(
-                    f"read:{type(exc).__name__}",
-                    logging.ERROR,
-                    "appevents: %s could not read the spool (%s: %s); retrying",
-                    self.name,
-                    type(exc).__name__,
-                    exc,
-                )
+                self._log_once.failure("read", exc, f"{self.name}: reading the spool", "retrying")
                 self._stop.wait(1.0)
                 return [], None, 0
             if not rows:
@@ -361,15 +354,8 @@ class Channel:
         try:
             return self._sink(batch)
         except Exception as exc:  # an exporter bug costs its batch, never the thread
-            self._log_once(
-                f"raise:{type(exc).__name__}",
-                logging.ERROR,
-                "appevents: exporter %s raised %s: %s; its batch of %d is counted as failed (further errors of "
-                "this kind are counted, not logged)",
-                self.name,
-                type(exc).__name__,
-                exc,
-                len(batch),
+            self._log_once.failure(
+                "raise", exc, f"exporter {self.name}", f"its batch of {len(batch)} is counted as failed"
             )
             return ExportOutcome(failed=[(event, f"exporter_error:{type(exc).__name__}") for event in batch])
         finally:
@@ -590,14 +576,7 @@ class SpoolWriter:
                 try:
                     step()
                 except Exception as exc:  # disk full, locked for too long...: each step is tried on its own
-                    self._log_once(
-                        f"spool:{type(exc).__name__}",
-                        logging.ERROR,
-                        "appevents: the spool at %s failed: %s: %s",
-                        self.spool.path,
-                        type(exc).__name__,
-                        exc,
-                    )
+                    self._log_once.failure("spool", exc, f"the spool at {self.spool.path}", "tried again")
             if now >= next_checkpoint:
                 next_checkpoint = now + 1.0
             if now >= next_scan:

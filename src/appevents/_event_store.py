@@ -22,7 +22,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -32,15 +32,15 @@ from opentelemetry.sdk._logs.export import LogRecordExporter
 
 from appevents import _runtime
 from appevents._counting import DeliveryStats, LogOnce
+from appevents._encoded import EncodedEvent, Waiter
 from appevents._enrichment import DEFAULT_ENRICHERS, Enricher, enrich
 from appevents._models import Event
 from appevents._pipeline import Pipeline
 from appevents._records import record_attributes
 from appevents._redaction import redactor_of
 from appevents._settings import AppEventsSettings
-from appevents.exporting import EncodedEvent, Waiter
 
-__all__ = ["EventStore", "configure"]
+__all__ = ["EventStore", "configuration_set_aside", "configure"]
 
 _logger = logging.getLogger("appevents")
 # Equal to Event.model_dump_json() (default arguments), without its per-call argument handling.
@@ -341,12 +341,8 @@ class EventStore:
                 span.add_event(event.event_type, attributes)
             return True if waiter is None else waiter
         except Exception as exc:
-            cls._refuse(
-                f"publish:{type(exc).__name__}",
-                "appevents: publishing failed with %s: %s (further failures of this kind are counted, not logged)",
-                type(exc).__name__,
-                exc,
-            )
+            cls._state.unpublished += 1
+            cls._state.log_once.failure("publish", exc, "publishing an event", "it is not published")
             return False
 
     @classmethod
@@ -425,22 +421,6 @@ class EventStore:
         state.unpublished = 0
 
     @classmethod
-    def _detach(cls) -> _Snapshot:
-        """Take the current configuration out without stopping it (the test kit puts it back with _attach)."""
-        state = cls._state
-        with state.lock:
-            saved = _Snapshot(state.pipeline, state.enrichers, state.configured)
-            state.pipeline, state.configured = None, False
-            return saved
-
-    @classmethod
-    def _attach(cls, saved: _Snapshot) -> None:
-        state = cls._state
-        with state.lock:
-            state.pipeline, state.enrichers, state.configured = saved.pipeline, saved.enrichers, saved.configured
-            _runtime.set_max_event_bytes(saved.pipeline.settings.max_event_bytes if saved.pipeline else None)
-
-    @classmethod
     def stats(cls) -> dict[str, DeliveryStats]:
         """Counters per exporter (and of the ``spool`` stage in durable mode) of the active pipeline; for each,
         ``accepted = delivered + failed + dropped + pending``."""
@@ -452,6 +432,22 @@ class EventStore:
         """Events that never reached a pipeline (no destination configured, refused at publish, or an internal
         failure) since the last :meth:`shutdown`."""
         return cls._state.unpublished
+
+
+@contextlib.contextmanager
+def configuration_set_aside() -> Iterator[None]:
+    """Take the active configuration out without stopping it, and put it back afterwards (the test kit's
+    ``captured_events``); whatever was configured meanwhile must be shut down inside the block."""
+    state = EventStore._state
+    with state.lock:
+        saved = _Snapshot(state.pipeline, state.enrichers, state.configured)
+        state.pipeline, state.configured = None, False
+    try:
+        yield
+    finally:
+        with state.lock:
+            state.pipeline, state.enrichers, state.configured = saved.pipeline, saved.enrichers, saved.configured
+            _runtime.set_max_event_bytes(saved.pipeline.settings.max_event_bytes if saved.pipeline else None)
 
 
 def _resolve(future: asyncio.Future[bool], ok: bool) -> None:

@@ -10,11 +10,11 @@ from collections.abc import Iterator, Sequence
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
+from appevents._encoded import EncodedEvent, ExportOutcome
 from appevents._event_store import EventStore
 from appevents._models import Event
 from appevents._records import encoded_from_record, event_from_json, event_from_record
 from appevents._settings import AppEventsSettings
-from appevents.exporting import EncodedEvent, ExportOutcome
 
 __all__ = ["CapturedEvents", "InMemoryEventExporter", "create_memory_exporter"]
 
@@ -35,9 +35,7 @@ class CapturedEvents(LogRecordProcessor):
     @property
     def events(self) -> list[Event]:
         """Everything published so far (waits until the pipeline has handed over what is in flight)."""
-        pipeline = EventStore._state.pipeline
-        if pipeline is not None:
-            pipeline.flush(10)
+        EventStore.flush_sync(10)
         with self._lock:
             return list(self._events)
 
@@ -94,4 +92,5 @@ class InMemoryEventExporter(LogRecordExporter):
 
 
 def create_memory_exporter(settings: AppEventsSettings) -> InMemoryEventExporter:
+    """``memory``: events kept in this process (tests, and tools that read them back)."""
     return InMemoryEventExporter()

@@ -26,6 +26,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from appevents._counting import DeliveryStats
+from appevents._encoded import EncodedEvent, preferred_batch_size
 from appevents._engine import Channel, SpoolWriter, shutdown_exporter, sink_for
 from appevents._errors import ConfigurationError
 from appevents._metrics import EventTypeAttributes, instruments_for
@@ -34,7 +35,6 @@ from appevents._registry import available_exporters, load_exporter
 from appevents._settings import AppEventsSettings
 from appevents._spool import Spool
 from appevents._version import __version__
-from appevents.exporting import EncodedEvent, preferred_batch_size
 
 __all__ = ["Pipeline", "build_pipeline"]
 

@@ -27,8 +27,8 @@ import time
 from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 
+from appevents._encoded import EncodedEvent
 from appevents._models import STORED_EVENT_CONTEXT, Event
-from appevents.exporting import EncodedEvent
 
 __all__ = [
     "EVENT_ID_ATTRIBUTE",

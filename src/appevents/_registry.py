@@ -31,6 +31,10 @@ EXPORTER_ENTRY_POINT_GROUP = "appevents.exporters"
 
 
 class ExporterFactory(Protocol):
+    """What an ``appevents.exporters`` entry point loads: builds the exporter from the core settings (its own
+    ``APPEVENTS_<NAME>_*`` settings it reads itself), or returns None when it decided it is disabled (said why once).
+    Bad settings raise :class:`ConfigurationError` or a pydantic ``ValidationError`` naming the field."""
+
     def __call__(self, settings: AppEventsSettings) -> object | None: ...
 
 

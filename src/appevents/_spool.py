@@ -32,8 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from appevents._encoded import EncodedEvent
 from appevents._sqlite import connect_wal, fork_safe, insert_rows, while_locked
-from appevents.exporting import EncodedEvent
 
 __all__ = ["Orphan", "Spool", "SpoolReader"]
 

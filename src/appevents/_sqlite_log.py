@@ -19,11 +19,11 @@ from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
 from appevents._counting import LogOnce
+from appevents._encoded import EncodedEvent, ExportOutcome
 from appevents._models import Event
 from appevents._records import encoded_from_record, event_from_json
 from appevents._settings import AppEventsSettings
 from appevents._sqlite import connect_wal, fork_safe, insert_rows, while_locked
-from appevents.exporting import EncodedEvent, ExportOutcome
 
 __all__ = ["LocalEventLog", "LocalExporter", "StoredEvent", "create_local_exporter"]
 

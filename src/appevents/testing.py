@@ -18,11 +18,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from appevents._event_store import EventStore, configure
-from appevents._memory import CapturedEvents, InMemoryEventExporter, create_memory_exporter
+from appevents._event_store import EventStore, configuration_set_aside, configure
+from appevents._memory import CapturedEvents, InMemoryEventExporter
 from appevents._settings import AppEventsSettings
 
-__all__ = ["CapturedEvents", "InMemoryEventExporter", "captured_events", "create_memory_exporter"]
+__all__ = ["CapturedEvents", "InMemoryEventExporter", "captured_events"]
 
 
 @pytest.fixture
@@ -31,11 +31,10 @@ def captured_events() -> Iterator[CapturedEvents]:
 
     The application's own pipeline (if any) is set aside untouched and put back afterwards.
     """
-    saved = EventStore._detach()
-    capture = CapturedEvents()
-    configure(AppEventsSettings(exporters=[]), processors=[capture])
-    try:
-        yield capture
-    finally:
-        EventStore.shutdown()
-        EventStore._attach(saved)
+    with configuration_set_aside():
+        capture = CapturedEvents()
+        configure(AppEventsSettings(exporters=[]), processors=[capture])
+        try:
+            yield capture
+        finally:
+            EventStore.shutdown()

@@ -343,7 +343,7 @@ def test_a_forked_child_reports_its_own_pipeline_not_the_parents(tmp_path: Path)
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
         from appevents import AppEventsSettings, Event, EventStore, configure
-        from appevents._metrics import use_meter_provider
+        from appevents import use_meter_provider
 
         reader = InMemoryMetricReader()
         use_meter_provider(MeterProvider(metric_readers=[reader]))

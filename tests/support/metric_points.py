@@ -8,8 +8,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
-from appevents import DeliveryStats, EventStore
-from appevents._metrics import use_meter_provider
+from appevents import DeliveryStats, EventStore, use_meter_provider
 
 Points = dict[frozenset[tuple[str, object]], object]
 

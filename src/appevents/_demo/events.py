@@ -12,8 +12,8 @@ import asyncio
 import threading
 import time
 
-from appevents._cli import format_row, table_header
 from appevents._event_store import EventStore, configure
+from appevents._event_table import format_row, table_header
 from appevents._models import ApplicationEventNames, Event
 from appevents._settings import AppEventsSettings
 from appevents._sqlite_log import LocalEventLog

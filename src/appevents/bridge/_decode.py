@@ -34,9 +34,9 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from pydantic import ValidationError
 
 from appevents import _runtime
+from appevents._encoded import EncodedEvent
 from appevents._models import STORED_EVENT_CONTEXT, Event
 from appevents._records import EVENT_ID_ATTRIBUTE, EVENT_NAME_ATTRIBUTE, TOPIC_ATTRIBUTE, record_attributes
-from appevents.exporting import EncodedEvent
 
 __all__ = ["BadRequest", "Decoded", "TooLarge", "decode_events", "decompress", "parse_request"]
 

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from appevents._encoded import EncodedEvent, WaiterGroup
 from appevents._pipeline import Pipeline
-from appevents.exporting import EncodedEvent, WaiterGroup
 
 __all__ = ["Answer", "Intake", "Verdict"]
 

@@ -84,14 +84,7 @@ def _publish(build: Callable[[], Event]) -> None:
     try:
         event = build()
     except Exception as exc:
-        lifecycle_failures(
-            f"lifecycle:{type(exc).__name__}",
-            logging.ERROR,
-            "appevents: could not build a Temporal lifecycle event (%s: %s); it is skipped (further failures of "
-            "this kind are counted, not logged)",
-            type(exc).__name__,
-            exc,
-        )
+        lifecycle_failures.failure("lifecycle", exc, "building a Temporal lifecycle event", "it is skipped")
         return
     EventStore.publish(event)
 

@@ -35,7 +35,7 @@ from typing import Literal, Protocol, runtime_checkable
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from appevents._errors import AppEventsError, ConfigurationError
+from appevents import AppEventsError, ConfigurationError
 from appevents.exporting import safe_url
 
 __all__ = [

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from appevents._counting import LogOnce
-from appevents.exporting import EncodedEvent, ExportOutcome
+from appevents.exporting import EncodedEvent, ExportOutcome, LogOnce
 from appevents_exporter_dapr._auth import AuthError, HeaderProvider, RefreshableHeaderProvider
 from appevents_exporter_dapr._failures import (
     EntryRefused,

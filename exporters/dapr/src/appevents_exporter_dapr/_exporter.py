@@ -31,10 +31,7 @@ from typing import Literal
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
-from appevents._counting import LogOnce
-from appevents._records import encoded_from_record
-from appevents._settings import AppEventsSettings
-from appevents.exporting import Check, EncodedEvent, ExportOutcome
+from appevents.exporting import AppEventsSettings, Check, EncodedEvent, ExportOutcome, LogOnce, encoded_from_record
 from appevents_exporter_dapr._auth import AuthSettings, HeaderProvider, header_provider_from_settings
 from appevents_exporter_dapr._diagnose import diagnose_dapr
 from appevents_exporter_dapr._dispatch import Counters, Dispatcher
@@ -223,13 +220,7 @@ class DaprExporter(LogRecordExporter):
         reason = f"bug:{type(exc).__name__}"
         self._counters.failed += len(unanswered)
         outcome.failed += [(e, reason) for e in unanswered]
-        self._log_once(
-            reason,
-            logging.ERROR,
-            "appevents: Dapr exporter error %s: %s; the events not settled yet are counted as failed",
-            type(exc).__name__,
-            exc,
-        )
+        self._log_once.failure("bug", exc, "the Dapr exporter", "the events not settled yet are counted as failed")
 
     # -- topics: the pubsub transport's rule, asked of the exporter by its tests ------------------------------------
     def _topic(self, event: EncodedEvent) -> str:

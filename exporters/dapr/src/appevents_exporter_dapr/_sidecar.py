@@ -22,7 +22,7 @@ from dapr.clients.http.helpers import get_api_url
 from dapr.clients.retry import RetryPolicy
 from dapr.conf import settings as dapr_settings
 
-from appevents._counting import LogOnce
+from appevents.exporting import LogOnce
 from appevents_exporter_dapr._failures import TRANSIENT_CODES, error_code
 from appevents_exporter_dapr._settings import DaprExporterSettings
 

@@ -33,9 +33,15 @@ from segment.analytics import Client
 from segment.analytics.consumer import Consumer
 
 from appevents import AppEventsSettings, ConfigurationError
-from appevents._counting import LogOnce
-from appevents._records import EVENT_NAME_ATTRIBUTE, encoded_from_record, event_from_json
-from appevents.exporting import Check, EncodedEvent, ExportOutcome
+from appevents.exporting import (
+    EVENT_NAME_ATTRIBUTE,
+    Check,
+    EncodedEvent,
+    ExportOutcome,
+    LogOnce,
+    encoded_from_record,
+    event_from_json,
+)
 from appevents_exporter_segment._diagnose import diagnose_segment
 from appevents_exporter_segment._mapping import SegmentTrack, track_for_event
 from appevents_exporter_segment._redaction import (
