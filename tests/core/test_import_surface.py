@@ -139,7 +139,14 @@ def test_the_library_does_not_import_the_demo_tooling() -> None:
 
 
 @pytest.mark.parametrize(
-    "document", [ROOT / "README.md", *sorted(ROOT.glob("exporters/*/README.md"))], ids=lambda p: str(p.parent.name)
+    "document",
+    [
+        ROOT / "README.md",
+        ROOT / "exporters" / "README.md",
+        ROOT / "collector" / "README.md",
+        *sorted(ROOT.glob("exporters/*/README.md")),
+    ],
+    ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_the_docs_show_only_public_names(document: Path) -> None:
     private = re.findall(r"\bappevents(?:\.\w+)*\._\w+", document.read_text())

@@ -8,7 +8,7 @@ one ``userId`` per application and tenant, ``messageId`` = event id.
 See :mod:`appevents_exporter_segment._mapping` for the full mapping.
 """
 
-from appevents_exporter_segment._exporter import SegmentExporter, SegmentExportStats, create_segment_exporter
+from appevents_exporter_segment._exporter import SegmentExporter, SegmentExporterStats, create_segment_exporter
 from appevents_exporter_segment._mapping import SegmentTrack, track_for_event
 from appevents_exporter_segment._settings import (
     DEFAULT_EVENT_NAMES,
@@ -17,13 +17,16 @@ from appevents_exporter_segment._settings import (
     SegmentExporterSettings,
 )
 
+#: Former name of :class:`SegmentExporterStats` (the Dapr exporter's is ``DaprExporterStats``).
+SegmentExportStats = SegmentExporterStats
+
 __all__ = [
     "DEFAULT_EVENT_NAMES",
     "DEFAULT_HOST",
     "DEFAULT_USER_ID_TEMPLATE",
-    "SegmentExportStats",
     "SegmentExporter",
     "SegmentExporterSettings",
+    "SegmentExporterStats",
     "SegmentTrack",
     "create_segment_exporter",
     "track_for_event",

@@ -52,7 +52,7 @@ from appevents_exporter_segment._redaction import (
 )
 from appevents_exporter_segment._settings import SegmentExporterSettings
 
-__all__ = ["SegmentExportStats", "SegmentExporter", "create_segment_exporter"]
+__all__ = ["SegmentExporter", "SegmentExporterStats", "create_segment_exporter"]
 
 _logger = logging.getLogger("appevents.segment")
 
@@ -70,7 +70,7 @@ _SHUT_DOWN = "the Segment exporter is shut down"
 
 
 @dataclass(frozen=True)
-class SegmentExportStats:
+class SegmentExporterStats:
     """Counters of one :class:`SegmentExporter`, per message: ``accepted = delivered + failed + undelivered +
     pending``.
 
@@ -517,13 +517,13 @@ class SegmentExporter(LogRecordExporter):
         answers HTTP within ``timeout_s`` (no event sent). See :mod:`appevents_exporter_segment._diagnose`."""
         return diagnose_segment(self.settings, timeout_s)
 
-    def stats(self) -> SegmentExportStats:
-        """The counters now (see :class:`SegmentExportStats`)."""
+    def stats(self) -> SegmentExporterStats:
+        """The counters now (see :class:`SegmentExporterStats`)."""
         with self._lock:
             c = dict(self._counts)
         accepted, delivered = c.get("accepted", 0), c.get("delivered", 0)
         failed, undelivered = c.get("failed", 0), c.get("undelivered", 0)
-        return SegmentExportStats(
+        return SegmentExporterStats(
             accepted=accepted,
             skipped=c.get("skipped", 0),
             dropped=c.get("dropped", 0),
