@@ -160,7 +160,7 @@ class Event(BaseModel):
     def _size_capped(self, info: ValidationInfo) -> Self:
         if info.context is not None and info.context.get(STORED_EVENT_CONTEXT):
             return self  # checked when it was built; a stored event is read back whatever the cap is now
-        # One serialization, as publishing encodes it (store.py uses the same serializer, default arguments).
+        # One serialization, as publishing encodes it (_event_store.py uses the same serializer, default arguments).
         size = len(self.__pydantic_serializer__.to_json(self))
         limit = _runtime.max_event_bytes()
         if size > limit:

@@ -93,7 +93,7 @@ def test_an_exporter_that_raises_costs_its_batch_only_and_keeps_its_thread(caplo
     stats = EventStore.stats()["scripted"]
     assert_identity(stats, published=26)
     assert (stats.delivered, stats.failed, stats.failed_reasons) == (25, 1, {"exporter_error:RuntimeError": 1})
-    assert len([r for r in caplog.records if "raised RuntimeError" in r.getMessage()]) == 1
+    assert len([r for r in caplog.records if "failed (RuntimeError" in r.getMessage()]) == 1
 
 
 def test_without_a_spool_what_the_destination_cannot_take_now_is_counted_failed_once(
