@@ -61,8 +61,11 @@ from opentelemetry.sdk._logs.export import (  # noqa: E402
 )
 
 from appevents import AppEventsSettings, Event, EventStore, configure  # noqa: E402
-from appevents._records import record_attributes  # noqa: E402
-from appevents.exporting import EncodedEvent, ExportOutcome  # noqa: E402
+from appevents.exporting import (  # noqa: E402
+    EncodedEvent,
+    ExportOutcome,
+    record_attributes,
+)
 from appevents_exporter_dapr import DaprExporter, DaprExporterSettings, DaprMode  # noqa: E402
 
 EVENT_TYPE = "data.batch_processed"

@@ -28,8 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from appevents import AppEventsSettings, Event, EventStore, configure
-from appevents._counting import DeliveryStats
+from appevents import AppEventsSettings, DeliveryStats, Event, EventStore, configure
 
 EVENTS = 1_000_000
 RATE = 20_000

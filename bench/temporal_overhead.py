@@ -42,9 +42,8 @@ from temporal_overhead_workflows import (
     work,
 )
 
-from appevents import EventStore, configure
+from appevents import AppEventsSettings, EventStore, configure
 from appevents._demo.devserver import DevServer
-from appevents._settings import AppEventsSettings
 from appevents.temporal import AppEventsPlugin
 from appevents.temporal._plugin import PASSTHROUGH_MODULES
 

@@ -9,8 +9,9 @@ import pytest
 
 from appevents import EventStore
 
-# Fixtures of tests/support: the self-metrics tests' reader, and the real pipeline configured for a test.
-pytest_plugins = ["pytester", "support.metric_points", "support.pipelines"]
+# Fixtures of tests/support: the self-metrics tests' reader, the real pipeline configured for a test, and the HTTP
+# receiver behind the Dapr stand-in's binding.
+pytest_plugins = ["pytester", "support.metric_points", "support.pipelines", "support.receivers"]
 
 
 @pytest.fixture(autouse=True)

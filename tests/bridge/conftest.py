@@ -14,13 +14,6 @@ from support.dapr_sidecar import DaprSidecar, HttpReceiver
 
 
 @pytest.fixture
-def receiver() -> Iterator[HttpReceiver]:
-    server = HttpReceiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def sidecar(receiver: HttpReceiver) -> Iterator[DaprSidecar]:
     sidecar = DaprSidecar().start()
     sidecar.register("eventstore", "bindings.http", receiver.url)

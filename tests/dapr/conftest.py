@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from appevents_exporter_dapr import DaprExporter
-from support.dapr_sidecar import DaprSidecar, HttpReceiver
+from support.dapr_sidecar import DaprSidecar
 from support.pipelines import ConfigurePipeline, exporter_in
 from support.token_server import TokenServer
 
@@ -26,13 +26,6 @@ FAST_RETRIES = {
     "APPEVENTS_DAPR_HEALTH_PROBE_TIMEOUT_S": "0.5",
     "APPEVENTS_SCHEDULE_DELAY_MS": "20",
 }
-
-
-@pytest.fixture
-def receiver() -> Iterator[HttpReceiver]:
-    server = HttpReceiver()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from functools import partial
 
 import pytest
 
-from appevents._pipeline import Pipeline
+from appevents import Pipeline
 from appevents_exporter_segment import SegmentExporter
 from support.pipelines import ConfigurePipeline, exporter_in
 from support.segment_receiver import SegmentReceiver

@@ -8,8 +8,7 @@ from collections.abc import Callable
 import pytest
 from segment_events import lifecycle_event
 
-from appevents import ApplicationEventNames, EventStore
-from appevents._pipeline import Pipeline
+from appevents import ApplicationEventNames, EventStore, Pipeline
 from appevents._redaction import REDACTED
 from support.segment_receiver import SegmentReceiver
 

@@ -17,8 +17,7 @@ from datetime import datetime
 import pytest
 from segment_events import business_event, lifecycle_event
 
-from appevents import ApplicationEventNames, EventStore, WorkflowStates
-from appevents._pipeline import Pipeline
+from appevents import ApplicationEventNames, EventStore, Pipeline, WorkflowStates
 from appevents.testing import CapturedEvents, InMemoryEventExporter
 from appevents_exporter_segment import SegmentExporter
 from support.segment_receiver import SegmentReceiver

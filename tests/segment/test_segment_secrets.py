@@ -10,8 +10,7 @@ from collections.abc import Callable
 import pytest
 from segment_events import lifecycle_event
 
-from appevents import ApplicationEventNames, ConfigurationError, EventStore
-from appevents._pipeline import Pipeline
+from appevents import ApplicationEventNames, ConfigurationError, EventStore, Pipeline
 from appevents_exporter_segment import SegmentExporter, SegmentExporterSettings
 from appevents_exporter_segment._redaction import SecretRedactingFilter
 from support.segment_receiver import SegmentReceiver

@@ -12,8 +12,7 @@ from typing import TypeVar
 import pytest
 from opentelemetry.sdk._logs import LogRecordProcessor
 
-from appevents import AppEventsSettings, EventStore, configure
-from appevents._pipeline import Pipeline
+from appevents import AppEventsSettings, EventStore, Pipeline, configure
 
 __all__ = ["ConfigurePipeline", "configured_pipeline", "exporter_in"]
 
