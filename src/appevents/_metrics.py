@@ -82,6 +82,8 @@ class Instruments:
     observable instrument registered twice, so a second set would never be called)."""
 
     def __init__(self, meter: Meter) -> None:
+        #: The ``appevents`` meter these instruments are on (the bridge adds its own instruments to it).
+        self.meter = meter
         # Observed, not added to: the publishing caller only bumps an atomic per-pipeline count (0.05 µs), where a
         # synchronous SDK counter costs it about 3 µs. Pipelines shut down leave their totals here (monotonic).
         self._retired_published: Counter[str | None] = Counter()

@@ -8,9 +8,10 @@ is disabled, and said why once). The exporter distributions (``appevents-exporte
 
 from __future__ import annotations
 
+import importlib
 import os
 from importlib.metadata import entry_points
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
 from pydantic import ValidationError
@@ -25,6 +26,8 @@ __all__ = [
     "create_console_exporter",
     "create_otlp_exporter",
     "load_exporter",
+    "otlp_exporter",
+    "otlp_protocol",
 ]
 
 EXPORTER_ENTRY_POINT_GROUP = "appevents.exporters"
@@ -67,29 +70,49 @@ def create_console_exporter(settings: AppEventsSettings) -> LogRecordExporter:
     return ConsoleLogRecordExporter()
 
 
+def otlp_protocol(signal: str) -> str:
+    """The OTLP protocol for ``signal`` (``LOGS``, ``METRICS``): ``OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL``, else
+    ``OTEL_EXPORTER_OTLP_PROTOCOL``, else ``http/protobuf``; :class:`ConfigurationError` for anything but
+    ``http/protobuf`` and ``grpc`` (the OpenTelemetry Python SDK has no http/json exporters)."""
+    protocol = (
+        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
+    ).strip() or "http/protobuf"
+    if protocol not in ("http/protobuf", "grpc"):
+        raise ConfigurationError(
+            f"OTEL_EXPORTER_OTLP_({signal}_)PROTOCOL is {protocol!r}; appevents' OTLP exporters speak "
+            "'http/protobuf' or 'grpc' (the OpenTelemetry Python SDK has no http/json exporters)"
+        )
+    return protocol
+
+
+#: The OTLP exporter class of each signal, in ``opentelemetry.exporter.otlp.proto.<http|grpc>``.
+_OTLP_EXPORTER_CLASSES = {
+    "LOGS": ("_log_exporter", "OTLPLogExporter"),
+    "METRICS": ("metric_exporter", "OTLPMetricExporter"),
+}
+
+
+def otlp_exporter(signal: str) -> Any:
+    """The standard OTLP exporter of ``signal`` (``LOGS``, ``METRICS``) for the protocol :func:`otlp_protocol`
+    chooses; it reads the other ``OTEL_EXPORTER_OTLP_*`` variables itself. :class:`ConfigurationError` when the
+    exporter's package is missing."""
+    protocol = otlp_protocol(signal)
+    transport = "grpc" if protocol == "grpc" else "http"
+    module_name, class_name = _OTLP_EXPORTER_CLASSES[signal]
+    try:
+        module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.{transport}.{module_name}")
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"OTLP {signal.lower()} over {protocol} need opentelemetry-exporter-otlp-proto-{transport}: "
+            "pip install 'appevents[otlp]'"
+        ) from exc
+    return getattr(module, class_name)()
+
+
 def create_otlp_exporter(settings: AppEventsSettings) -> LogRecordExporter:
     """``otlp``: the standard OTLP log exporter of the protocol ``OTEL_EXPORTER_OTLP_LOGS_PROTOCOL`` (or
     ``OTEL_EXPORTER_OTLP_PROTOCOL``) names: ``http/protobuf`` (default) or ``grpc``. Each reads the other standard
     ``OTEL_EXPORTER_OTLP_*`` / ``OTEL_EXPORTER_OTLP_LOGS_*`` variables itself (endpoint, headers, timeout,
     compression, certificates)."""
-    protocol = (
-        os.environ.get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
-    ).strip() or "http/protobuf"
-    if protocol not in ("http/protobuf", "grpc"):
-        raise ConfigurationError(
-            f"OTEL_EXPORTER_OTLP_(LOGS_)PROTOCOL is {protocol!r}; the otlp exporter speaks 'http/protobuf' or 'grpc' "
-            "(the OpenTelemetry Python SDK has no http/json log exporter)"
-        )
-    try:
-        if protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcExporter
-
-            return GrpcExporter()
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpExporter
-
-        return HttpExporter()
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"the otlp exporter ({protocol}) needs opentelemetry-exporter-otlp-proto-"
-            f"{'grpc' if protocol == 'grpc' else 'http'}: pip install 'appevents[otlp]'"
-        ) from exc
+    exporter: LogRecordExporter = otlp_exporter("LOGS")
+    return exporter

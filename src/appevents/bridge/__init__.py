@@ -29,11 +29,14 @@ import time
 from collections.abc import Mapping
 from types import FrameType
 
+from opentelemetry.metrics import MeterProvider
+
 from appevents import _runtime
 from appevents._counting import DeliveryStats
 from appevents._pipeline import Pipeline, build_pipeline
 from appevents._settings import AppEventsSettings
 from appevents.bridge._intake import Intake
+from appevents.bridge._metrics import bridge_instruments, meter_provider_from_environment
 from appevents.bridge._service import BridgeStats, ExportService
 from appevents.bridge._settings import BridgeSettings, parse_endpoint
 
@@ -44,7 +47,8 @@ _logger = logging.getLogger("appevents.bridge")
 
 class Bridge:
     """The two listeners over one delivery pipeline. ``start()`` builds the pipeline (configuration errors raise
-    :class:`~appevents.ConfigurationError`) and opens the listeners; ``stop()`` drains and closes everything."""
+    :class:`~appevents.ConfigurationError`) and opens the listeners; ``stop()`` drains and closes everything.
+    ``meter_provider``: where the engine's and the bridge's self-metrics go (default: the global provider)."""
 
     def __init__(
         self,
@@ -52,10 +56,12 @@ class Bridge:
         app_settings: AppEventsSettings | None = None,
         *,
         exporters: Mapping[str, object] | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self.settings = settings if settings is not None else BridgeSettings()
         self.app_settings = app_settings if app_settings is not None else AppEventsSettings()
         self._exporters = exporters
+        self._meter_provider = meter_provider
         self.pipeline: Pipeline | None = None
         self._service: ExportService | None = None
         self._http: object | None = None
@@ -77,8 +83,12 @@ class Bridge:
     def start(self) -> Bridge:
         settings = self.settings
         _runtime.set_max_event_bytes(self.app_settings.max_event_bytes)
-        self.pipeline = build_pipeline(self.app_settings, self._exporters)
-        self._service = ExportService(Intake(self.pipeline, ack_timeout_s=settings.ack_timeout_s), settings.token)
+        self.pipeline = build_pipeline(self.app_settings, self._exporters, meter_provider=self._meter_provider)
+        self._service = ExportService(
+            Intake(self.pipeline, ack_timeout_s=settings.ack_timeout_s),
+            settings.token,
+            bridge_instruments(self._meter_provider),
+        )
         try:
             http_address = parse_endpoint(settings.http)
             if http_address is not None:
@@ -161,14 +171,23 @@ class Bridge:
 
 
 def run_bridge(settings: BridgeSettings | None = None, app_settings: AppEventsSettings | None = None) -> int:
-    """Run the bridge until SIGTERM or SIGINT; the exit code is 0 when nothing accepted was lost."""
+    """Run the bridge until SIGTERM or SIGINT; the exit code is 0 when nothing accepted was lost. Its self-metrics
+    (the engine's and the bridge's) go where the standard ``OTEL_METRICS_EXPORTER`` says (``otlp``, ``console``),
+    else to the global meter provider."""
     stop = threading.Event()
+    meter_provider = meter_provider_from_environment("appevents-bridge")
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    bridge = Bridge(settings, app_settings).start()
+    try:
+        bridge = Bridge(settings, app_settings, meter_provider=meter_provider).start()
+    except BaseException:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _shutdown_meter_provider(meter_provider)
+        raise
     try:
         listening = [f"OTLP/HTTP on {_where(bridge.settings.http, bridge.http_port)}"] if bridge.http_port else []
         if bridge.grpc_port:
@@ -186,6 +205,7 @@ def run_bridge(settings: BridgeSettings | None = None, app_settings: AppEventsSe
         ok = bridge.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _shutdown_meter_provider(meter_provider)
     stats = bridge.stats()
     _logger.warning(
         "appevents bridge: stopped; %d event(s) acknowledged, %d record(s) ignored, %d refused %s",
@@ -195,6 +215,20 @@ def run_bridge(settings: BridgeSettings | None = None, app_settings: AppEventsSe
         dict(stats.rejected) if stats.rejected else "",
     )
     return 0 if ok else 1
+
+
+#: Bound of the last metrics export at exit (the provider's shutdown), on top of the drain.
+METRICS_SHUTDOWN_TIMEOUT_S = 5.0
+
+
+def _shutdown_meter_provider(provider: MeterProvider | None) -> None:
+    """The last collection and export of the bridge's own provider, within ``METRICS_SHUTDOWN_TIMEOUT_S``."""
+    shutdown = getattr(provider, "shutdown", None)
+    if shutdown is not None:
+        try:
+            shutdown(timeout_millis=METRICS_SHUTDOWN_TIMEOUT_S * 1000)
+        except Exception:  # metrics never decide the exit code
+            _logger.warning("appevents bridge: the metrics exporter did not shut down cleanly", exc_info=True)
 
 
 def _where(configured: str, port: int | None) -> str:

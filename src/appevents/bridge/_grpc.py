@@ -49,15 +49,17 @@ class _LogsService:
     def export(self, body: bytes, context: Any) -> ExportLogsServiceResponse:
         metadata = dict(context.invocation_metadata())
         if not self._service.authorized(metadata.get("authorization")):
-            self._abort(context, self._service.refuse(ReplyKind.UNAUTHORIZED, "a valid bearer token is required"))
+            self._abort(
+                context, self._service.refuse(ReplyKind.UNAUTHORIZED, "a valid bearer token is required", "grpc")
+            )
         if not self._slots.acquire(blocking=False):
-            self._abort(context, self._service.refuse(ReplyKind.BUSY, "too many requests at once"))
+            self._abort(context, self._service.refuse(ReplyKind.BUSY, "too many requests at once", "grpc"))
         try:
             try:
                 request = parse_request(body, json_encoded=False)
             except BadRequest as exc:
-                self._abort(context, self._service.refuse(ReplyKind.BAD_REQUEST, str(exc)))
-            reply = self._service.export(request)
+                self._abort(context, self._service.refuse(ReplyKind.BAD_REQUEST, str(exc), "grpc"))
+            reply = self._service.export(request, "grpc")
         finally:
             self._slots.release()
         if reply.kind is not ReplyKind.OK:

@@ -176,7 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._refuse(ReplyKind.BAD_REQUEST, str(exc), json_encoded=json_encoded)
                 return
             del body, payload
-            self._reply(service.export(request), json_encoded)
+            self._reply(service.export(request, "http"), json_encoded)
         finally:
             server.slots.release()
 
@@ -192,7 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         if close:
             self.close_connection = True
-        self._reply(self.server.service.refuse(kind, message), json_encoded, status=status)
+        self._reply(self.server.service.refuse(kind, message, "http"), json_encoded, status=status)
 
     def _reply(self, reply: Reply, json_encoded: bool, *, status: int | None = None) -> None:
         message: Message = (

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
@@ -33,6 +34,7 @@ from pydantic import SecretStr
 from appevents._counting import LogOnce
 from appevents.bridge._decode import decode_events
 from appevents.bridge._intake import Intake, Verdict
+from appevents.bridge._metrics import BridgeInstruments, bridge_instruments
 
 __all__ = ["BridgeStats", "ExportService", "Reply", "ReplyKind"]
 
@@ -87,14 +89,15 @@ class BridgeStats:
 
 
 class ExportService:
-    """Shared by both listeners; thread-safe."""
+    """Shared by both listeners (each names itself as ``transport``: ``http``, ``grpc``); thread-safe."""
 
-    def __init__(self, intake: Intake, token: SecretStr | None) -> None:
+    def __init__(self, intake: Intake, token: SecretStr | None, instruments: BridgeInstruments | None = None) -> None:
         self.intake = intake
         self._expected = None if token is None else f"Bearer {token.get_secret_value()}".encode()
         self._lock = threading.Lock()
         self._stats = BridgeStats()
         self._log_once = LogOnce(_logger)
+        self._instruments = instruments if instruments is not None else bridge_instruments()
 
     def authorized(self, authorization: str | None) -> bool:
         """Constant-time check of the ``Authorization`` header value (always true without a token)."""
@@ -102,10 +105,14 @@ class ExportService:
             return True
         return hmac.compare_digest((authorization or "").encode(), self._expected)
 
-    def refuse(self, kind: ReplyKind, message: str) -> Reply:
+    def refuse(self, kind: ReplyKind, message: str, transport: str) -> Reply:
         """A request refused before its events were looked at; counted, logged once per kind."""
+        return self._refused(kind, message, transport, None)
+
+    def _refused(self, kind: ReplyKind, message: str, transport: str, duration_s: float | None) -> Reply:
         with self._lock:
             self._stats.refused_requests[kind.name.lower()] += 1
+        self._instruments.request(transport, kind.name.lower(), duration_s)
         if kind is not ReplyKind.BUSY:
             self._log_once(
                 f"refused:{kind.name}",
@@ -117,19 +124,24 @@ class ExportService:
             )
         return Reply(kind, message)
 
-    def export(self, request: ExportLogsServiceRequest) -> Reply:
+    def export(self, request: ExportLogsServiceRequest, transport: str) -> Reply:
+        started = time.monotonic()
         decoded = decode_events(request)
         records = decoded.rejected + decoded.ignored + len(decoded.events)
         answer = self.intake.deliver(decoded.events)
+        acknowledged = 0
+        rejected_by_reason = Counter(decoded.reasons)
+        if answer.verdict is Verdict.OK:
+            acknowledged = len(decoded.events) - sum(answer.failed.values())
+            rejected_by_reason.update({f"exporter:{reason}": n for reason, n in answer.failed.items()})
         with self._lock:
             stats = self._stats
             stats.requests += 1
             stats.records += records
             stats.ignored += decoded.ignored
-            stats.rejected.update(decoded.reasons)
-            if answer.verdict is Verdict.OK:
-                stats.acknowledged += len(decoded.events) - sum(answer.failed.values())
-                stats.rejected.update({f"exporter:{reason}": n for reason, n in answer.failed.items()})
+            stats.acknowledged += acknowledged
+            stats.rejected.update(rejected_by_reason)
+        self._instruments.records(transport, acknowledged, decoded.ignored, rejected_by_reason)
         if decoded.rejected:
             self._log_once(
                 "rejected",
@@ -140,9 +152,9 @@ class ExportService:
                 "; ".join(decoded.messages),
             )
         if answer.verdict is Verdict.BUSY:
-            return self.refuse(ReplyKind.BUSY, answer.why)
+            return self._refused(ReplyKind.BUSY, answer.why, transport, time.monotonic() - started)
         if answer.verdict is Verdict.UNAVAILABLE:
-            return self.refuse(ReplyKind.UNAVAILABLE, answer.why)
+            return self._refused(ReplyKind.UNAVAILABLE, answer.why, transport, time.monotonic() - started)
         rejected = decoded.rejected + sum(answer.failed.values())
         response = ExportLogsServiceResponse()
         if rejected:
@@ -152,6 +164,7 @@ class ExportService:
             response.partial_success.CopyFrom(
                 ExportLogsPartialSuccess(rejected_log_records=rejected, error_message="; ".join(messages))
             )
+        self._instruments.request(transport, "ok", time.monotonic() - started)
         return Reply(ReplyKind.OK, response=response)
 
     def stats(self) -> BridgeStats:
