@@ -171,6 +171,7 @@ class Channel:
         self._wake = threading.Event()
         self._stop = threading.Event()  # stop now: abandon what is not settled
         self._closing = False  # stop once everything is settled
+        self._refusing = False  # new events are dropped at the door (shutdown)
         self._log_once = LogOnce(_logger)
         self._full_warned = False
         self._spool_reader_factory = spool_reader
@@ -191,12 +192,12 @@ class Channel:
     # -- publishing caller (memory mode) -------------------------------------------------------------------------
     def room(self) -> int:
         """How many more events :meth:`offer` queues now (0 once closing)."""
-        return 0 if self._closing else max(0, self._max_queue - len(self._queue))
+        return 0 if self._refusing else max(0, self._max_queue - len(self._queue))
 
     def offer(self, event: EncodedEvent) -> None:
         """Queue ``event`` (a deque append); a full or closed queue drops it, counted, one warning an episode."""
-        if self._closing or len(self._queue) >= self._max_queue:
-            self._drop_at_door(event, "shutdown" if self._closing else "queue_full")
+        if self._refusing or len(self._queue) >= self._max_queue:
+            self._drop_at_door(event, "shutdown" if self._refusing else "queue_full")
             return
         self._queue.append(event)
         if (event.waiter is not None or len(self._queue) >= self._max_batch) and not self._wake.is_set():
@@ -416,8 +417,13 @@ class Channel:
                 self._wake.set()
         return True
 
+    def refuse_new(self) -> None:
+        """Drop what is offered from now on (counted, reason ``shutdown``); what is queued is still delivered."""
+        self._refusing = True
+
     def begin_close(self) -> None:
-        """Refuse new events and stop once everything accepted is settled (see :meth:`close`)."""
+        """Refuse new events and stop once everything accepted is settled."""
+        self._refusing = True
         self._closing = True
         self._wake.set()
 
@@ -498,6 +504,7 @@ class SpoolWriter:
         #: The seq of this pipeline's last committed event: what a flush waits for every channel's cursor to pass.
         self.last_seq = 0
         self._closing = False
+        self._refusing = False
         self._full_warned = False
         self._log_once = LogOnce(_logger)
         self._adopting: dict[str, set[str]] = {}  # orphan → channels still replaying it
@@ -528,11 +535,11 @@ class SpoolWriter:
     # -- publishing caller ---------------------------------------------------------------------------------------
     def room(self) -> int:
         """How many more events :meth:`submit` takes now (0 once closing)."""
-        return 0 if self._closing else max(0, self._max_inbox - len(self._inbox))
+        return 0 if self._refusing else max(0, self._max_inbox - len(self._inbox))
 
     def submit(self, event: EncodedEvent) -> None:
-        if self._closing or len(self._inbox) >= self._max_inbox:
-            reason = "shutdown" if self._closing else "queue_full"
+        if self._refusing or len(self._inbox) >= self._max_inbox:
+            reason = "shutdown" if self._refusing else "queue_full"
             self._metrics.dropped_one(reason)
             with self._lock:
                 self._dropped_at_door += 1
@@ -679,8 +686,13 @@ class SpoolWriter:
                 self._lock.wait(min(remaining, 0.05))
         return True
 
+    def refuse_new(self) -> None:
+        """Refuse what is submitted from now on (counted, reason ``shutdown``); the inbox is still committed."""
+        self._refusing = True
+
     def close_intake(self, deadline: float) -> None:
         """Commit what was submitted, refuse what comes later, stop the writer thread (by ``deadline``)."""
+        self._refusing = True
         self._closing = True
         self._wake.set()
         self._thread.join(max(0.0, deadline - time.monotonic()))

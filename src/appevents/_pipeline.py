@@ -107,6 +107,9 @@ class Pipeline:
         #: Events published, per ``event.type`` value (None: no such attribute). ``next()`` on an
         #: ``itertools.count`` is atomic in CPython: exact with any number of publishing threads, no lock.
         self._published: dict[str | None, itertools.count[int]] = {}
+        #: Events whose hand-off is over (routed, queued for the build, or refused at the door): with the published
+        #: counts, how many publishers are between the intake's closed-check and their append right now.
+        self._handed = itertools.count()
         limit = settings.metrics_event_type_limit
         self._event_type_attributes = EventTypeAttributes(limit) if limit else None
         self.given_exporters: dict[str, object] = dict(exporters or {})
@@ -226,12 +229,15 @@ class Pipeline:
         key = None if by_type is None else by_type(event.event_type)["event.type"]
         counter = self._published.get(key)
         next(counter if counter is not None else self._published.setdefault(key, itertools.count()))
-        if not self._ready:
-            with self._build_lock:
-                if not self._ready:
-                    self._startup.append(event)
-                    return
-        self._route(event)
+        try:
+            if not self._ready:
+                with self._build_lock:
+                    if not self._ready:
+                        self._startup.append(event)
+                        return
+            self._route(event)
+        finally:
+            next(self._handed)
 
     def _route(self, event: EncodedEvent) -> None:
         writer = self.writer
@@ -313,9 +319,12 @@ class Pipeline:
             _logger.warning(
                 "appevents: the event pipeline was still being built at shutdown; %d event(s) lost", lost_at_start
             )
+        channels = list(self.channels.values())
+        for stage in [self.writer] if self.writer is not None else channels:
+            stage.refuse_new()
+        self._wait_for_hand_offs(deadline)
         if self.writer is not None:
             self.writer.close_intake(deadline)
-        channels = list(self.channels.values())
         for channel in channels:
             channel.begin_close()  # all drain together
         ended = [channel.join(deadline) for channel in channels]
@@ -340,6 +349,15 @@ class Pipeline:
         self._instruments.forget(self)
         return _report(stats, timeout_s, spool=self.settings.spool_path if self.writer else None, alive=alive) and built
 
+    def _wait_for_hand_offs(self, deadline: float) -> None:
+        """Once the intake is closed: wait (by ``deadline``) for the publishers that passed its closed-check before
+        it closed to finish their append, so that their events are drained and reported like the others rather
+        than queued after the last count. Publishers arriving later are refused at the door, counted."""
+        while _count_of(self._handed) < sum(_count_of(c) for c in list(self._published.values())):
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.001)
+
     def stats(self) -> dict[str, DeliveryStats]:
         """Counters per exporter (and of the ``spool`` stage in durable mode)."""
         stages = {"spool": self.writer.stats()} if self.writer is not None else {}
@@ -353,14 +371,19 @@ class Pipeline:
 
     def observe_published(self) -> list[tuple[str | None, int]]:
         """(``event.type`` value or None, events published), for ``appevents.events.published``."""
-        # An itertools.count tells its next value only in its repr: "count(N)".
-        return [(key, int(repr(counter)[6:-1])) for key, counter in list(self._published.items())]
+        return [(key, _count_of(counter)) for key, counter in list(self._published.items())]
 
     def observe_spool(self) -> tuple[str, int, int] | None:
         """(spool path, rows, bytes) as the writer last read them, for ``appevents.spool.size``/``.bytes``."""
         writer = self.writer
         size = writer.size() if writer is not None else None
         return None if size is None or writer is None else (str(writer.spool.path), *size)
+
+
+def _count_of(counter: itertools.count[int]) -> int:
+    """How many times ``next()`` was called on a fresh ``itertools.count``: it tells its next value only in its
+    repr, ``count(N)``."""
+    return int(repr(counter)[6:-1])
 
 
 def _report(stats: Mapping[str, DeliveryStats], timeout_s: float, *, spool: object, alive: list[str]) -> bool:

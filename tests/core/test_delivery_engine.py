@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import appevents._engine
 import appevents._pipeline
 from appevents import AppEventsSettings, DeliveryStats, Event, EventStore, configure
 from appevents._memory import InMemoryEventExporter
 from appevents._records import event_from_json
-from appevents.exporting import EncodedEvent, ExportOutcome
+from appevents.exporting import EncodedEvent, ExportOutcome, encode_event
+from support.waiting import wait_until
 
 
 def _settings(**overrides: object) -> AppEventsSettings:
@@ -251,3 +256,47 @@ def test_accounting_holds_whatever_the_exporter_does(fates: list[str], batch: in
         assert stats["memory"].delivered + stats["memory"].dropped == len(fates)
     finally:
         EventStore.shutdown(5)
+
+
+class _PausingQueue(deque[EncodedEvent]):
+    """A channel queue whose ``append`` of a marked event waits until shutdown has begun: the publisher that passed
+    the closed-check just before the intake closed, and appends only after."""
+
+    def __init__(self, pipeline: appevents._pipeline.Pipeline) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.paused = threading.Event()
+
+    def append(self, event: EncodedEvent) -> None:
+        if b'"pause"' in event.body:
+            self.paused.set()
+            wait_until(lambda: self.pipeline._shutting_down, timeout_s=10)
+            time.sleep(0.2)  # shutdown is past closing the intake by now
+        super().append(event)
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_a_publisher_caught_between_the_closed_check_and_its_append_is_drained_and_reported(
+    durable: bool, tmp_path: Path
+) -> None:
+    exporter = InMemoryEventExporter()
+    spool = {"spool_path": tmp_path / "spool.db"} if durable else {}
+    pipeline = appevents._pipeline.build_pipeline(_settings(**spool), {"memory": exporter})
+    stage = pipeline.writer if pipeline.writer is not None else pipeline.channels["memory"]
+    queue = _PausingQueue(pipeline)
+    if isinstance(stage, appevents._engine.SpoolWriter):
+        stage._inbox = queue
+    else:
+        stage._queue = queue
+    events = [Event(event_type="a.b", data={"n": n}) for n in range(20)] + [
+        Event(event_type="a.b", data={"step": "pause"})
+    ]
+    publisher = threading.Thread(target=lambda: [pipeline.submit(encode_event(e)) for e in events])
+    publisher.start()
+    assert queue.paused.wait(10)
+    assert pipeline.shutdown(10)  # True: nothing was lost
+    publisher.join(10)
+    assert [e.event_id for e in exporter.events] == [e.event_id for e in events]
+    for stats in pipeline.stats().values():
+        assert_identity(stats, published=21)
+        assert stats.delivered == 21
