@@ -247,6 +247,29 @@ def test_a_sidecar_that_is_down_gets_every_event_back_as_retry_within_the_retry_
     assert not caplog.records, "the engine logs what it does with returned events, once; the exporter does not"
 
 
+def test_an_outage_costs_one_call_per_attempt_and_the_rest_go_once_the_sidecar_answers_again(
+    sidecar: DaprSidecar, make_exporter: MakeExporter
+) -> None:
+    sidecar.register("eventstore", "bindings.noop")
+    exporter = make_exporter(sidecar, retry_max_elapsed_s=20)
+    warm_up = numbered(1)
+    assert exporter.export_events(warm_up).retry == []  # client and channel made while it answered
+    sidecar.stop()
+    events = numbered(200)
+    thread, result = export_on_thread(exporter, events)
+    time.sleep(1.0)  # attempts every 0.05-0.2 s meanwhile: each after the first sends a single event
+    calls_while_down = exporter.stats().calls - 1
+    attempts_while_down = exporter.stats().retried // 200  # each retry counts every pending event
+    sidecar.start()
+    thread.join(20)
+
+    outcome = result[0]
+    assert (outcome.failed, outcome.dropped, outcome.retry) == ([], [], [])
+    assert sorted(ids_sent(sidecar)) == ids(warm_up + events)  # each once
+    assert 200 <= calls_while_down <= 200 + attempts_while_down + 1, (calls_while_down, attempts_while_down)
+    assert attempts_while_down >= 3
+
+
 # -- shutdown ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("situation", ["retrying", "calls-in-flight"])
 def test_shutdown_from_another_thread_ends_a_running_export_promptly_with_its_events_as_retry(

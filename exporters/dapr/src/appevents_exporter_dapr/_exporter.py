@@ -34,7 +34,7 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from appevents.exporting import AppEventsSettings, Check, EncodedEvent, ExportOutcome, LogOnce, encoded_from_record
 from appevents_exporter_dapr._auth import AuthSettings, HeaderProvider, header_provider_from_settings
 from appevents_exporter_dapr._diagnose import diagnose_dapr
-from appevents_exporter_dapr._dispatch import Counters, Dispatcher
+from appevents_exporter_dapr._dispatch import Attempt, Counters, Dispatcher
 from appevents_exporter_dapr._failures import backoff_delay, describe_error
 from appevents_exporter_dapr._settings import DaprExporterSettings
 from appevents_exporter_dapr._transports import event_topic, json_topic, transport_for
@@ -184,11 +184,19 @@ class DaprExporter(LogRecordExporter):
         deadline = started + settings.retry_max_elapsed_s
         failure: BaseException | None = None
         attempt = 0
+        probe = False
         while not stopping.is_set():
-            result = self._dispatcher.attempt(run.pending, run.outcome)
+            sending = run.pending
+            result = (
+                self._probe_first(sending, run.outcome) if probe else self._dispatcher.attempt(sending, run.outcome)
+            )
             run.pending, failure = result.retry, result.failure
             if not run.pending:
                 return
+            # Nothing settled: the sidecar (or what is behind it) is most likely down. The next attempt sends one
+            # event before the rest, so an outage costs one failed call per attempt rather than one per event
+            # (each failed gRPC call leaves garbage behind: whole batches of them made long collection pauses).
+            probe = len(run.pending) == len(sending) > 1
             if time.monotonic() >= deadline:
                 break
             delay = backoff_delay(attempt, settings.retry_initial_backoff_s, settings.retry_max_backoff_s)
@@ -197,6 +205,13 @@ class DaprExporter(LogRecordExporter):
             attempt += 1
             self._counters.retried += len(run.pending)
         self._return_unsettled(run, failure, time.monotonic() - started)
+
+    def _probe_first(self, events: list[EncodedEvent], outcome: ExportOutcome) -> Attempt:
+        """One event first; the others only once it is answered (delivered, or settled for good)."""
+        first = self._dispatcher.attempt(events[:1], outcome)
+        if first.retry:
+            return Attempt(first.retry + events[1:], first.failure)
+        return self._dispatcher.attempt(events[1:], outcome)
 
     def _return_unsettled(self, run: _Run, failure: BaseException | None, elapsed_s: float) -> None:
         pending = run.pending
