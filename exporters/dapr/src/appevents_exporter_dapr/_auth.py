@@ -54,11 +54,12 @@ class AuthError(AppEventsError):
     """No authentication headers could be had. ``transient`` says whether trying again later may succeed.
 
     The message names the endpoint, the HTTP status and the settings to check; it never contains the client
-    secret or a token.
+    secret or a token. ``problem`` is what happened, without the advice (what the exporter will do, what to check).
     """
 
-    def __init__(self, message: str, *, status: int | None = None, transient: bool) -> None:
-        super().__init__(message)
+    def __init__(self, problem: str, *, advice: str = "", status: int | None = None, transient: bool) -> None:
+        super().__init__(f"{problem}; {advice}" if advice else problem)
+        self.problem = problem
         self.status = status
         self.transient = transient
 
@@ -236,19 +237,19 @@ class ClientCredentialsTokenProvider:
             if status in (400, 401, 403):
                 raise AuthError(
                     f"token endpoint {url} rejected the client credentials of client_id "
-                    f"{settings.client_id!r} (HTTP {status}); check APPEVENTS_AUTH_CLIENT_ID, "
-                    "APPEVENTS_AUTH_CLIENT_SECRET and APPEVENTS_AUTH_SCOPE",
+                    f"{settings.client_id!r} (HTTP {status})",
+                    advice="check APPEVENTS_AUTH_CLIENT_ID, APPEVENTS_AUTH_CLIENT_SECRET and APPEVENTS_AUTH_SCOPE",
                     status=status,
                     transient=False,
                 ) from None
             raise AuthError(
-                f"token endpoint {url} answered HTTP {status}; will retry", status=status, transient=True
+                f"token endpoint {url} answered HTTP {status}", advice="will retry", status=status, transient=True
             ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             raise AuthError(
-                f"token endpoint {url} unreachable ({type(reason).__name__}); will retry "
-                f"(timeout APPEVENTS_AUTH_REQUEST_TIMEOUT_S={settings.request_timeout_s})",
+                f"token endpoint {url} unreachable ({type(reason).__name__})",
+                advice=f"will retry (timeout APPEVENTS_AUTH_REQUEST_TIMEOUT_S={settings.request_timeout_s})",
                 transient=True,
             ) from None
         try:

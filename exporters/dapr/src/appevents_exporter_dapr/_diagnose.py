@@ -241,8 +241,8 @@ def _check_token(auth: AuthSettings, timeout_s: float) -> Check:
     try:
         token = ClientCredentialsTokenProvider(bounded).token()
     except AuthError as exc:  # its message names the endpoint and status, never the secret
-        # The exporter's wording ("will retry", its own timeout setting) is not what happened here.
-        message = str(exc).split("; will retry")[0]
+        # What happened, without the exporter's advice ("will retry", its own timeout setting): the fix below is ours.
+        message = exc.problem
         if exc.transient:
             fix = "check that the token endpoint is up at APPEVENTS_AUTH_TOKEN_URL and reachable from here"
             message += f" (within {timeout_s:g} s)"
