@@ -34,6 +34,7 @@ from appevents import _runtime
 from appevents._counting import DeliveryStats, LogOnce
 from appevents._encoded import EncodedEvent, Waiter
 from appevents._enrichment import DEFAULT_ENRICHERS, Enricher, enrich
+from appevents._metrics import instruments_for
 from appevents._models import Event
 from appevents._pipeline import Pipeline
 from appevents._records import record_attributes
@@ -313,7 +314,7 @@ class EventStore:
             body = _to_json(event)  # raises for data changed in place into something that is not JSON
             if len(body) > settings.max_event_bytes + _ENRICHMENT_ALLOWANCE:
                 cls._refuse(
-                    "too-large",
+                    "too_large",
                     "appevents: an event of %d bytes was refused at publish (APPEVENTS_MAX_EVENT_BYTES is %d; its "
                     "data grew after it was built); further refusals are counted, not logged",
                     len(body),
@@ -341,14 +342,20 @@ class EventStore:
                 span.add_event(event.event_type, attributes)
             return True if waiter is None else waiter
         except Exception as exc:
-            cls._state.unpublished += 1
+            cls._counted_refusal(f"error:{type(exc).__name__}")
             cls._state.log_once.failure("publish", exc, "publishing an event", "it is not published")
             return False
 
     @classmethod
-    def _refuse(cls, cause: str, message: str, *args: object) -> None:
+    def _counted_refusal(cls, reason: str) -> None:
+        """One event refused at publish: ``unpublished_count()`` and ``appevents.events.refused``."""
         cls._state.unpublished += 1
-        cls._state.log_once(cause, logging.ERROR, message, *args)
+        instruments_for().refused.add(1, {"reason": reason})
+
+    @classmethod
+    def _refuse(cls, reason: str, message: str, *args: object) -> None:
+        cls._counted_refusal(reason)
+        cls._state.log_once(reason, logging.ERROR, message, *args)
 
     @classmethod
     def _count_unrouted(cls, count: int) -> None:
@@ -357,7 +364,7 @@ class EventStore:
 
     @classmethod
     def _count_unpublished(cls, *, in_workflow: bool = False) -> None:
-        cls._state.unpublished += 1
+        cls._counted_refusal("workflow_unconfigured" if in_workflow else "no_destination")
         if in_workflow:
             cls._state.log_once(
                 "workflow-unconfigured",

@@ -16,6 +16,11 @@ Instruments (units per the OpenTelemetry conventions):
   and ``dropped_reasons`` per stage. The ``spool`` stage (durable mode) reports as ``exporter="spool"``: events
   committed to the spool count as exported there, refused ones as dropped (``spool_full``, ``spool_error``,
   ``queue_full``, ``shutdown``);
+* ``appevents.events.refused`` (counter, ``{event}``, ``reason``) — events refused at publish, before the pipeline
+  took them, as ``EventStore.unpublished_count()`` counts them: ``no_destination`` (nothing configured, or every
+  exporter failed to build), ``workflow_unconfigured`` (published from workflow code before the pipeline was set
+  up), ``too_large`` (data grown past the cap after construction), ``error:<type>`` (e.g. data changed in place
+  into something that is not JSON);
 * ``appevents.events.retried`` (counter, ``{event}``, ``exporter``) — events offered again after a destination
   answered ``retry`` (durable mode), once per event and re-offer;
 * ``appevents.export.duration`` (histogram, ``s``, ``exporter``) — one point per export call;
@@ -103,6 +108,11 @@ class Instruments:
         )
         self.dropped = meter.create_counter(
             "appevents.events.dropped", unit="{event}", description="Events deliberately not sent, by reason"
+        )
+        self.refused = meter.create_counter(
+            "appevents.events.refused",
+            unit="{event}",
+            description="Events refused at publish, before any exporter saw them, by reason",
         )
         self.retried = meter.create_counter(
             "appevents.events.retried",

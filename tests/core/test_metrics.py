@@ -24,6 +24,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from appevents import AppEventsSettings, Event, EventStore, configure
+from appevents._memory import InMemoryEventExporter
 from appevents._pipeline import Pipeline, build_pipeline
 from appevents._records import encode_event, event_from_json
 from appevents.exporting import EncodedEvent, ExportOutcome
@@ -377,3 +378,30 @@ def test_a_forked_child_reports_its_own_pipeline_not_the_parents(tmp_path: Path)
     assert result.returncode == 0, result.stderr
     child = json.loads(result.stdout.strip().splitlines()[-1])
     assert child == {"inherited": {}, "own": {"memory": 0}, "flushed": True}
+
+
+def test_refusals_at_publish_are_counted_by_reason_as_unpublished_count_counts_them(
+    reader: InMemoryMetricReader,
+) -> None:
+    configure(_settings())  # no exporter: nothing to deliver to
+    for _ in range(3):
+        assert not EventStore.publish(Event(event_type="a.b"))
+    assert EventStore.unpublished_count() == 3
+
+    configure(_settings(max_event_bytes=2048), exporters={"memory": InMemoryEventExporter()})
+    grown = Event(event_type="a.b", data={"blob": ""})
+    grown.data["blob"] = "x" * 10_000  # past the cap (and the enrichment allowance) after construction
+    broken = Event(event_type="a.b", data={"value": 1})
+    broken.data["value"] = object()  # not JSON any more
+    assert not EventStore.publish(grown)
+    assert not EventStore.publish(broken)
+    assert EventStore.publish(Event(event_type="a.b"))
+    assert EventStore.unpublished_count() == 5
+
+    found = Metrics(reader)
+    refused = {str(dict(k)["reason"]): v for k, v in found.values("appevents.events.refused").items() if v}
+    errors = [reason for reason in refused if reason.startswith("error:")]
+    assert len(errors) == 1, refused
+    assert refused == {"no_destination": 3, "too_large": 1, errors[0]: 1}
+    assert sum(refused.values()) == EventStore.unpublished_count()
+    assert sum(found.values("appevents.events.published").values()) == 1  # the one taken; refusals never are
