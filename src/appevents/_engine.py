@@ -36,7 +36,10 @@ from appevents._encoded import EncodedEvent, EventExporter, ExportOutcome
 from appevents._metrics import StageMetrics, instruments_for
 from appevents._spool import Orphan, Spool, SpoolReader
 
-__all__ = ["Channel", "Sink", "SpoolWriter", "shutdown_exporter", "sink_for"]
+__all__ = ["SPOOL_STAGE", "Channel", "Sink", "SpoolWriter", "shutdown_exporter", "sink_for"]
+
+#: The name of the spool writer's stage in ``stats()`` and the self-metrics (durable mode).
+SPOOL_STAGE = "spool"
 
 _logger = logging.getLogger("appevents")
 
@@ -487,7 +490,7 @@ class SpoolWriter:
     ) -> None:
         self.spool = spool
         #: The ``spool`` stage's self-metrics (committed counts as exported), recorded before the counters change.
-        self._metrics = metrics if metrics is not None else instruments_for().stage("spool")
+        self._metrics = metrics if metrics is not None else instruments_for().stage(SPOOL_STAGE)
         #: (rows, bytes) in the spool as last read; read on this thread when a metrics collection asked for it.
         self._size: tuple[int, int] | None = None
         self._size_wanted = False

@@ -27,7 +27,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from appevents._counting import DeliveryStats
 from appevents._encoded import EncodedEvent, preferred_batch_size
-from appevents._engine import Channel, SpoolWriter, shutdown_exporter, sink_for
+from appevents._engine import SPOOL_STAGE, Channel, SpoolWriter, shutdown_exporter, sink_for
 from appevents._errors import ConfigurationError
 from appevents._metrics import EventTypeAttributes, instruments_for
 from appevents._records import LOGGER_NAME
@@ -151,6 +151,13 @@ class Pipeline:
         scope = InstrumentationScope(LOGGER_NAME, __version__)
         spool: Spool | None = None
         if settings.spool_path is not None:
+            if SPOOL_STAGE in exporters:
+                for exporter in exporters.values():
+                    shutdown_exporter(exporter)
+                raise ConfigurationError(
+                    f"an exporter is named {SPOOL_STAGE!r}, which in durable mode (APPEVENTS_SPOOL_PATH) names the "
+                    "spool stage in stats() and the self-metrics: give the exporter another name"
+                )
             try:
                 spool = Spool(
                     settings.spool_path,
@@ -195,7 +202,7 @@ class Pipeline:
                     list(self.channels.values()),
                     commit_interval_s=settings.spool_commit_interval_ms / 1000,
                     max_inbox=settings.max_queue_size,
-                    metrics=self._instruments.stage("spool"),
+                    metrics=self._instruments.stage(SPOOL_STAGE),
                 ).start()
             self._all = tuple(c for c in self.channels.values() if getattr(c.exporter, "accepts", None) is None)
             self._filtered = tuple(c for c in self.channels.values() if c not in self._all)
@@ -343,7 +350,7 @@ class Pipeline:
             self.writer.finish()
         alive = [c.name for c in channels if c.thread_alive]
         if self.writer is not None and self.writer.thread_alive:
-            alive.append("spool")
+            alive.append(SPOOL_STAGE)
         if self._builder is not None and self._builder.is_alive():
             alive.append("build")
         self._instruments.forget(self)
@@ -360,7 +367,7 @@ class Pipeline:
 
     def stats(self) -> dict[str, DeliveryStats]:
         """Counters per exporter (and of the ``spool`` stage in durable mode)."""
-        stages = {"spool": self.writer.stats()} if self.writer is not None else {}
+        stages = {SPOOL_STAGE: self.writer.stats()} if self.writer is not None else {}
         stages.update({name: channel.stats() for name, channel in self.channels.items()})
         return stages
 
@@ -391,7 +398,7 @@ def _report(stats: Mapping[str, DeliveryStats], timeout_s: float, *, spool: obje
     parts = []
     lost = False
     for name, s in stats.items():
-        if name == "spool":
+        if name == SPOOL_STAGE:
             if s.dropped or s.pending:
                 lost = True
                 refused = f"{s.dropped} refused {s.dropped_reasons}" if s.dropped else ""

@@ -148,6 +148,16 @@ def test_an_unusable_spool_path_is_refused_by_configure_naming_the_path_and_the_
     assert str(blocker / "spool.db") in str(refused.value) and "FileExistsError" in str(refused.value)
 
 
+def test_an_exporter_named_like_the_spool_stage_is_refused_in_durable_mode(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="named 'spool'"):
+        configure(_settings(tmp_path / "spool.db"), exporters={"spool": Switchable()})
+    assert not (tmp_path / "spool.db").exists()  # refused before the spool was opened
+    configure(AppEventsSettings(exporters=[]), exporters={"spool": Switchable()})  # no spool stage: a fine name
+    assert EventStore.publish(Event(event_type="a.b"))
+    assert EventStore.flush_sync(5)
+    assert EventStore.stats()["spool"].delivered == 1
+
+
 PUBLISHER = textwrap.dedent(
     """
     import sys
