@@ -3,8 +3,9 @@
 Threads and queues: ``export_events()`` runs on the exporter's engine thread. It turns each lifecycle event into a
 ``track()`` call, which appends to the library's bounded queue, then waits until the library has answered every
 message of the batch. The library's consumer thread batches, sends and retries with backoff; it reports what it
-gives up on through ``on_error(error, batch)``, and a small subclass of it (:class:`_Consumer`) reports what
-Segment accepted, which the library itself does not. Answers are matched to events by ``messageId`` (= event id).
+gives up on through ``on_error(error, batch)``, and a small subclass of it (``_library.ReportingConsumer``) reports
+what Segment accepted, which the library itself does not. Answers are matched to events by ``messageId`` (= event
+id) and kept per event as ``_answers.Sent``.
 
 The wait is bounded by :meth:`SegmentExporterSettings.export_timeout_s` (by default the library's own retry window)
 and cut short by ``shutdown()``. Events unanswered by then are returned for retry, and their messages still queued
@@ -22,15 +23,13 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from pydantic import ValidationError
 from segment.analytics import Client
-from segment.analytics.consumer import Consumer
 
 from appevents import AppEventsSettings, ConfigurationError
 from appevents.exporting import (
@@ -42,7 +41,9 @@ from appevents.exporting import (
     encoded_from_record,
     event_from_json,
 )
+from appevents_exporter_segment._answers import DELIVERED, Call, Sent, Verdict, verdict_for
 from appevents_exporter_segment._diagnose import diagnose_segment
+from appevents_exporter_segment._library import Message, ReportingConsumer, wait_drained, wait_for_room, withdraw
 from appevents_exporter_segment._mapping import SegmentTrack, track_for_event
 from appevents_exporter_segment._redaction import (
     REDACTED,
@@ -55,16 +56,6 @@ from appevents_exporter_segment._settings import SegmentExporterSettings
 __all__ = ["SegmentExporter", "SegmentExporterStats", "create_segment_exporter"]
 
 _logger = logging.getLogger("appevents.segment")
-
-#: A message as the library queues and sends it (``type``, ``event``, ``messageId``, …).
-Message = dict[str, Any]
-
-#: Statuses the library retries that are about Segment's state, not the message: after the library's retry
-#: budget they are returned for retry; every other 4xx is a refusal.
-_TRANSIENT_4XX = frozenset({408, 429, 460})
-
-#: How often waits wake up to notice a shutdown they are not notified of (a full library queue).
-_POLL_S = 0.05
 
 _SHUT_DOWN = "the Segment exporter is shut down"
 
@@ -96,65 +87,6 @@ class SegmentExporterStats:
     delivered: int
     #: Accepted messages still queued or in flight.
     pending: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Verdict:
-    kind: str  # "delivered", "failed" or "retry"
-    reason: str = ""
-
-
-_DELIVERED = _Verdict("delivered")
-
-
-@dataclass(eq=False, slots=True)
-class _Call:
-    """The events of one ``export_events`` call, in batch order, and how many Segment has yet to answer."""
-
-    events: list[_Sent] = field(default_factory=list)
-    unanswered: int = 0
-
-
-@dataclass(eq=False, slots=True)
-class _Sent:
-    """One event of an ``export_events`` call, and what became of it (``verdict`` None: not answered yet)."""
-
-    event: EncodedEvent
-    call: _Call
-    #: The message's ``messageId`` (the event id), once it is handed to the library.
-    message_id: str = ""
-    #: The message the library queued (None until ``track()`` returned).
-    message: Message | None = None
-    verdict: _Verdict | None = None
-
-
-def _verdict_for(error: Exception) -> _Verdict:
-    """Refused (``refused:<status>``) when Segment said no to the messages; else not settled, for retry."""
-    status = getattr(error, "status", None)
-    if isinstance(status, int):
-        if 400 <= status < 500 and status not in _TRANSIENT_4XX:
-            return _Verdict("failed", f"refused:{status}")
-        return _Verdict("retry", f"Segment answered {status}")
-    if type(error) is Exception:  # the library's own give-ups (rate-limit budget, full queue on re-queue)
-        return _Verdict("retry", f"the Segment library gave up: {(str(error).splitlines() or [''])[0][:120]}")
-    return _Verdict("retry", f"cannot reach Segment ({type(error).__name__})")
-
-
-class _Consumer(Consumer):  # type: ignore[misc]  # the library is untyped
-    """The library's consumer thread, also telling the exporter which batches Segment accepted."""
-
-    def __init__(self, on_delivered: Callable[[Sequence[Message]], None], **options: Any) -> None:
-        super().__init__(**options)
-        self.name = "appevents-segment-consumer"
-        self._on_delivered = on_delivered
-
-    def request(self, batch: list[Message]) -> Any:
-        response = super().request(batch)
-        try:
-            self._on_delivered(batch)
-        except Exception:  # must not turn a delivered batch into a failed one
-            _logger.exception("appevents: counting a delivered Segment batch failed")
-        return response
 
 
 class SegmentExporter(LogRecordExporter):
@@ -192,14 +124,14 @@ class SegmentExporter(LogRecordExporter):
         self._lock = threading.Condition()
         self._counts: Counter[str] = Counter()
         #: messageId → the events in the library's hands with that id, awaiting an answer.
-        self._awaiting: dict[str, list[_Sent]] = {}
+        self._awaiting: dict[str, list[Sent]] = {}
         self._closed = False
         self._log_once = LogOnce(_logger)
         # thread=0: no consumer of the library's own; ours (below) also reports deliveries.
         self._client = Client(write_key, on_error=self._on_send_error, thread=0, **self.settings.client_options())
         # The library's exit hook only stops its consumer; our owner's shutdown() does it, bounded.
         atexit.unregister(self._client.join)
-        consumer = _Consumer(
+        consumer = ReportingConsumer(
             self._on_delivered,
             queue=self._client.queue,
             write_key=write_key,
@@ -231,15 +163,15 @@ class SegmentExporter(LogRecordExporter):
         before ``shutdown()``.
         """
         deadline = time.monotonic() + self._export_timeout_s
-        call = _Call()
+        call = Call()
         for event in batch:
             if not self.accepts(event):
                 self._count("skipped")
                 continue
-            sent = _Sent(event, call)
+            sent = Sent(event, call)
             call.events.append(sent)
             track = self._track_for(event)
-            if isinstance(track, _Verdict):
+            if isinstance(track, Verdict):
                 sent.verdict = track
             else:
                 self._send(call, sent, track, deadline)
@@ -258,7 +190,7 @@ class SegmentExporter(LogRecordExporter):
                 self._take_back_locked([sent for sent in call.events if sent.verdict is None], reason)
         return self._outcome(call)
 
-    def _track_for(self, event: EncodedEvent) -> SegmentTrack | _Verdict:
+    def _track_for(self, event: EncodedEvent) -> SegmentTrack | Verdict:
         try:
             parsed = event_from_json(event.body)
         except ValidationError as exc:
@@ -269,7 +201,7 @@ class SegmentExporter(LogRecordExporter):
                 "appevents: a lifecycle event's body is not a valid event (%d errors); not sent to Segment",
                 exc.error_count(),
             )
-            return _Verdict("failed", "invalid:body")
+            return Verdict("failed", "invalid:body")
         track = track_for_event(
             parsed,
             event.timestamp_ns,
@@ -279,13 +211,13 @@ class SegmentExporter(LogRecordExporter):
         )
         if track is None:  # the attributes said a mapped lifecycle name, the body does not
             self._count("invalid")
-            return _Verdict("failed", "invalid:event_name")
+            return Verdict("failed", "invalid:event_name")
         return track
 
-    def _send(self, call: _Call, sent: _Sent, track: SegmentTrack, deadline: float) -> None:
+    def _send(self, call: Call, sent: Sent, track: SegmentTrack, deadline: float) -> None:
         """Queue ``sent``'s message (waiting for room until ``deadline``); registered before, as the consumer may
         answer before ``track()`` returns."""
-        if not self._wait_for_room(deadline):
+        if not wait_for_room(self._client.queue, deadline, lambda: self._closed):
             self._count("dropped")
             full = not self._closed
             if full:
@@ -297,7 +229,7 @@ class SegmentExporter(LogRecordExporter):
                     self.settings.max_queue_size,
                     self._export_timeout_s,
                 )
-            sent.verdict = _Verdict("retry", "the Segment queue is full" if full else _SHUT_DOWN)
+            sent.verdict = Verdict("retry", "the Segment queue is full" if full else _SHUT_DOWN)
             return
         sent.message_id = track.message_id
         with self._lock:
@@ -322,35 +254,25 @@ class SegmentExporter(LogRecordExporter):
                 track.event,
                 "over Segment's 32 KB message limit" if too_large else type(exc).__name__,
             )
-            sent.verdict = _Verdict("failed", "invalid:too_large" if too_large else "invalid:message")
+            sent.verdict = Verdict("failed", "invalid:too_large" if too_large else "invalid:message")
             return
         if not queued:  # another producer filled the queue since we looked
             self._forget(sent, "dropped")
-            sent.verdict = _Verdict("retry", "the Segment queue is full")
+            sent.verdict = Verdict("retry", "the Segment queue is full")
             return
         with self._lock:
             sent.message = message
             if sent.verdict is not None and sent.verdict.kind == "retry":  # taken back by shutdown() meanwhile
-                self._counts["undelivered"] += self._withdraw([message])
+                self._counts["undelivered"] += withdraw(self._client.queue, [message])
 
-    def _wait_for_room(self, deadline: float) -> bool:
-        queue = self._client.queue
-        with queue.not_full:  # holds the queue's mutex: look at the deque directly (queue.full() would deadlock)
-            while 0 < queue.maxsize <= len(queue.queue):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closed:
-                    return False
-                queue.not_full.wait(min(remaining, _POLL_S))
-        return not self._closed
-
-    def _forget(self, sent: _Sent, counter: str) -> None:
+    def _forget(self, sent: Sent, counter: str) -> None:
         """Stop awaiting ``sent``, which ``track()`` did not queue after all: count it as ``counter`` instead."""
         with self._lock:
             self._unregister_locked(sent)
             self._counts["accepted"] -= 1
             self._counts[counter] += 1
 
-    def _unregister_locked(self, sent: _Sent) -> None:
+    def _unregister_locked(self, sent: Sent) -> None:
         entries = self._awaiting.get(sent.message_id, [])
         if sent in entries:
             entries.remove(sent)
@@ -358,34 +280,18 @@ class SegmentExporter(LogRecordExporter):
                 del self._awaiting[sent.message_id]
             sent.call.unanswered -= 1
 
-    def _take_back_locked(self, unanswered: Collection[_Sent], reason: str) -> None:
+    def _take_back_locked(self, unanswered: Collection[Sent], reason: str) -> None:
         """Stop awaiting ``unanswered`` (returned for retry with ``reason``) and take their still-queued messages
         back out of the library's queue; those in flight are left to the consumer. Holds ``self._lock``."""
-        verdict = _Verdict("retry", reason)
+        verdict = Verdict("retry", reason)
         for sent in unanswered:
             self._unregister_locked(sent)
             sent.verdict = verdict
-        self._counts["undelivered"] += self._withdraw([s.message for s in unanswered if s.message is not None])
+        self._counts["undelivered"] += withdraw(
+            self._client.queue, [s.message for s in unanswered if s.message is not None]
+        )
 
-    def _withdraw(self, messages: Sequence[Message]) -> int:
-        """Remove these messages (by identity) from the library's queue, as if the consumer had finished them."""
-        if not messages:
-            return 0
-        ids = {id(message) for message in messages}
-        queue = self._client.queue
-        with queue.mutex:
-            kept = [message for message in queue.queue if id(message) not in ids]
-            taken = len(queue.queue) - len(kept)
-            if taken:
-                queue.queue.clear()
-                queue.queue.extend(kept)
-                queue.unfinished_tasks -= taken
-                if queue.unfinished_tasks <= 0:
-                    queue.all_tasks_done.notify_all()
-                queue.not_full.notify(taken)
-        return taken
-
-    def _outcome(self, call: _Call) -> ExportOutcome:
+    def _outcome(self, call: Call) -> ExportOutcome:
         outcome = ExportOutcome()
         reasons: list[str] = []
         for sent in call.events:
@@ -422,10 +328,10 @@ class SegmentExporter(LogRecordExporter):
 
     # -- library consumer thread -------------------------------------------------------------------------------
     def _on_delivered(self, batch: Sequence[Message]) -> None:
-        self._settle(batch, _DELIVERED)
+        self._settle(batch, DELIVERED)
 
     def _on_send_error(self, error: Exception, batch: Sequence[Message]) -> None:
-        verdict = _verdict_for(error)
+        verdict = verdict_for(error)
         self._settle(batch, verdict)
         status = getattr(error, "status", None)
         self._log_once(
@@ -438,7 +344,7 @@ class SegmentExporter(LogRecordExporter):
             f"counted as failed ({verdict.reason})" if verdict.kind == "failed" else "returned for retry",
         )
 
-    def _settle(self, batch: Sequence[Message], verdict: _Verdict) -> None:
+    def _settle(self, batch: Sequence[Message], verdict: Verdict) -> None:
         """Record Segment's answer to ``batch``: counted per message, and handed to the export awaiting it."""
         counter = {"delivered": "delivered", "failed": "failed"}.get(verdict.kind, "undelivered")
         with self._lock:
@@ -454,24 +360,12 @@ class SegmentExporter(LogRecordExporter):
             self._lock.notify_all()
 
     # -- control -----------------------------------------------------------------------------------------------
-    def _wait_drained(self, timeout_s: float) -> bool:
-        """Wait until every queued message has been answered (sent or given up), up to ``timeout_s``."""
-        queue = self._client.queue
-        deadline = time.monotonic() + timeout_s
-        with queue.all_tasks_done:
-            while queue.unfinished_tasks:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                queue.all_tasks_done.wait(remaining)
-        return True
-
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Wait until everything queued so far is answered; False if the timeout ran out first.
 
         The library's consumer waits up to ``upload_interval_ms`` to fill a batch, so a flush can take that long.
         """
-        return self._wait_drained(timeout_millis / 1000)
+        return wait_drained(self._client.queue, timeout_millis / 1000)
 
     def shutdown(self) -> None:
         """Stop the exporter and the library's consumer thread (bounded) before returning.
@@ -491,7 +385,7 @@ class SegmentExporter(LogRecordExporter):
             )
             self._lock.notify_all()
         if self._client.queue.qsize():
-            self._wait_drained(self.settings.shutdown_timeout_ms / 1000)
+            wait_drained(self._client.queue, self.settings.shutdown_timeout_ms / 1000)
         consumers = self._client.consumers or []
         for consumer in consumers:
             consumer.pause()
