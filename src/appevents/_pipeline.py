@@ -27,13 +27,14 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from appevents._counting import DeliveryStats
 from appevents._encoded import EncodedEvent, preferred_batch_size
-from appevents._engine import SPOOL_STAGE, Channel, SpoolWriter, shutdown_exporter, sink_for
+from appevents._engine import SPOOL_STAGE, Channel, shutdown_exporter, sink_for
 from appevents._errors import ConfigurationError
 from appevents._metrics import EventTypeAttributes, instruments_for
 from appevents._records import LOGGER_NAME
 from appevents._registry import available_exporters, load_exporter
 from appevents._settings import AppEventsSettings
 from appevents._spool import Spool
+from appevents._spool_writer import SpoolWriter
 from appevents._version import __version__
 
 __all__ = ["Pipeline", "build_pipeline"]

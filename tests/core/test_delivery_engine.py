@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import appevents._engine
 import appevents._pipeline
+import appevents._spool_writer
 from appevents import AppEventsSettings, DeliveryStats, Event, EventStore, configure
 from appevents._memory import InMemoryEventExporter
 from appevents._records import event_from_json
@@ -284,7 +284,7 @@ def test_a_publisher_caught_between_the_closed_check_and_its_append_is_drained_a
     pipeline = appevents._pipeline.build_pipeline(_settings(**spool), {"memory": exporter})
     stage = pipeline.writer if pipeline.writer is not None else pipeline.channels["memory"]
     queue = _PausingQueue(pipeline)
-    if isinstance(stage, appevents._engine.SpoolWriter):
+    if isinstance(stage, appevents._spool_writer.SpoolWriter):
         stage._inbox = queue
     else:
         stage._queue = queue
