@@ -71,7 +71,7 @@ def run_variant(probe: bool, rate: int, seconds: float, down_at: float, up_at: f
             "APPEVENTS_DAPR_RETRY_MAX_BACKOFF_S": "0.5",
         }
     )
-    from appevents import Event, EventStore
+    from appevents import Event, EventStore, configure
     from appevents_exporter_dapr import DaprExporter
 
     if not probe:  # the baseline: every attempt sends every pending event
@@ -86,6 +86,9 @@ def run_variant(probe: bool, rate: int, seconds: float, down_at: float, up_at: f
         else:
             pauses[info["generation"]].append(time.perf_counter() - started[0])
 
+    pipeline = configure()  # from the environment above
+    exporter = pipeline.exporter("dapr")
+    assert isinstance(exporter, DaprExporter)
     EventStore.publish(Event(event_type="warm.up", data={}))
     EventStore.flush_sync(10)
     gc.callbacks.append(on_gc)
@@ -112,7 +115,6 @@ def run_variant(probe: bool, rate: int, seconds: float, down_at: float, up_at: f
     finally:
         gc.callbacks.remove(on_gc)
     stats = EventStore.stats()["dapr"]
-    exporter = EventStore._state.pipeline.channels["dapr"].exporter  # type: ignore[union-attr]
     calls = exporter.stats().calls
     EventStore.shutdown(10)
     sidecar.kill()
