@@ -13,7 +13,8 @@ What is checked:
   row written);
 * durable mode (``APPEVENTS_SPOOL_PATH``): the spool opens; its depth, bytes and oldest event (read-only queries,
   no owner registered);
-* ``otlp``: a TCP connection to the OTLP endpoint;
+* ``otlp``: one empty OTLP logs export request to the endpoint, with the headers the exporter would send
+  (:mod:`appevents._otlp_probe`);
 * every other exporter with a ``diagnose(timeout_s) -> list[Check]`` method (see :class:`appevents.exporting.Check`)
   checks itself: the Dapr and Segment distributions do, and the core never imports them.
 
@@ -29,12 +30,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import sqlite3
 import sys
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, replace
@@ -46,9 +45,10 @@ from typing import TextIO
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from appevents._encoded import Check, safe_url
+from appevents._encoded import Check
 from appevents._engine import shutdown_exporter
 from appevents._errors import ConfigurationError
+from appevents._otlp_probe import check_otlp
 from appevents._registry import EXPORTER_ENTRY_POINT_GROUP, available_exporters
 from appevents._settings import AppEventsSettings
 
@@ -59,7 +59,6 @@ DEFAULT_TIMEOUT_S = 2.0
 #: What the exporters' checks may take beyond ``timeout_s`` (one of them may chain two bounded steps).
 _DIAGNOSE_BUDGET_FACTOR = 2.0
 _DIAGNOSE_MARGIN_S = 1.0
-DEFAULT_OTLP_ENDPOINT = "http://localhost:4318"
 MASK = "****"
 _SECRET_SUFFIXES = ("SECRET", "_KEY", "APIKEY", "_TOKEN", "PASSWORD", "PASSWD", "CREDENTIALS")
 #: Shorter values of secret variables are not masked in the output (they would mask ordinary words).
@@ -269,7 +268,7 @@ def _diagnose_all(built: Mapping[str, object], settings: AppEventsSettings, time
         if name == "local":
             jobs[name] = partial(_one, _check_local, settings.local_path, timeout_s)
         elif name == "otlp":
-            jobs[name] = partial(_one, _check_otlp, timeout_s)
+            jobs[name] = partial(_one, check_otlp, timeout_s)
         else:
             diagnose = getattr(exporter, "diagnose", None)
             if callable(diagnose):
@@ -422,34 +421,6 @@ def _duration(seconds: float) -> str:
         if seconds >= span:
             return f"{seconds // span} {unit} {(seconds % span) // sub_span} {sub}"
     return f"{seconds} s"
-
-
-# -- otlp ------------------------------------------------------------------------------------------------------
-def _check_otlp(timeout_s: float) -> Check:
-    name = "otlp endpoint"
-    for variable in ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
-        value = os.environ.get(variable, "").strip()
-        if value:
-            source = f"{variable}={safe_url(value)}"
-            break
-    else:
-        value, source = DEFAULT_OTLP_ENDPOINT, f"default {DEFAULT_OTLP_ENDPOINT}; OTEL_EXPORTER_OTLP_ENDPOINT unset"
-    fix = "start the collector, or set OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_LOGS_ENDPOINT) to it"
-    try:
-        parts = urllib.parse.urlsplit(value)
-        host = parts.hostname
-        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme, 4318)
-    except ValueError as exc:
-        return Check(name, False, f"not a URL ({source}): {exc}", fix)
-    if not host:
-        return Check(name, False, f"no host in {source}", fix)
-    started = time.monotonic()
-    try:
-        socket.create_connection((host, port), timeout=timeout_s).close()
-    except OSError as exc:
-        return Check(name, False, f"no TCP connection to {host}:{port} ({source}): {type(exc).__name__}", fix)
-    took = (time.monotonic() - started) * 1000
-    return Check(name, True, f"TCP connection to {host}:{port} in {took:.0f} ms ({source})")
 
 
 # -- logs and secrets ------------------------------------------------------------------------------------------

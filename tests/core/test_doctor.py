@@ -18,18 +18,28 @@ from typing import Any
 
 import pytest
 
-from appevents import Event
+from appevents import AppEventsSettings, Event
 from appevents._cli import main
+from appevents._memory import InMemoryEventExporter
 from appevents._records import encode_event
 from appevents._spool import Spool
 from appevents._sqlite_log import LocalEventLog
+from appevents.bridge import Bridge, BridgeSettings
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(autouse=True)
 def _no_destinations(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("APPEVENTS_SPOOL_PATH", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"):
+    for name in (
+        "APPEVENTS_SPOOL_PATH",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
 
@@ -176,34 +186,77 @@ def test_doctor_accepts_a_spool_not_created_yet(
     assert not (tmp_path / "spool").exists()
 
 
+TOKEN = "otlp-receiver-token-0123456789"
+
+
 @pytest.fixture
-def collector() -> Iterator[int]:
-    """A port that accepts TCP connections (all the OTLP check asks of it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(8)
-        yield sock.getsockname()[1]
+def receiver() -> Iterator[Bridge]:
+    """A real OTLP logs receiver on loopback, HTTP and gRPC, that wants a bearer token: ``appevents bridge``."""
+    settings = BridgeSettings(http="127.0.0.1:0", grpc="127.0.0.1:0", token=TOKEN)
+    bridge = Bridge(settings, AppEventsSettings(exporters=[]), exporters={"memory": InMemoryEventExporter()}).start()
+    yield bridge
+    bridge.stop(5)
 
 
-def test_doctor_connects_to_the_otlp_endpoint(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, collector: int
-) -> None:
-    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+def _otlp(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
     monkeypatch.setenv("APPEVENTS_EXPORTERS", "otlp")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://user:pw-secret@127.0.0.1:{collector}")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     code, checks = _checks(capsys)
-    assert code == 0
-    assert f"127.0.0.1:{collector}" in checks["otlp endpoint"]["detail"]
-    assert "pw-secret" not in checks["otlp endpoint"]["detail"]
-    # The logs endpoint wins over the base endpoint.
+    check = checks["otlp endpoint"]
+    assert code == (0 if check["ok"] else 1)
+    assert TOKEN not in json.dumps(check) and "wrong-token" not in json.dumps(check)
+    return check
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_doctor_sends_an_empty_export_to_the_otlp_endpoint_with_the_exporters_headers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, receiver: Bridge, protocol: str
+) -> None:
+    port = receiver.http_port if protocol == "http/protobuf" else receiver.grpc_port
+    endpoint = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    check = _otlp(
+        capsys,
+        monkeypatch,
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_EXPORTER_OTLP_HEADERS=f"Authorization=Bearer%20{TOKEN}",
+    )
+    assert check["ok"] is True, check
+    assert f"127.0.0.1:{port}" in check["detail"] and "took an empty logs export" in check["detail"]
+
+    check = _otlp(capsys, monkeypatch, OTEL_EXPORTER_OTLP_LOGS_HEADERS="Authorization=Bearer wrong-token")
+    assert check["ok"] is False
+    assert "refused" in check["detail"] and "OTEL_EXPORTER_OTLP_LOGS_HEADERS" in check["fix"]
+    assert receiver.stats().refused_requests == {"unauthorized": 1}
+    assert receiver.stats().requests == 1  # the empty export, taken: no record in it
+
+
+def test_doctor_names_a_wrong_path_a_missing_receiver_and_one_that_never_answers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, receiver: Bridge
+) -> None:
+    base = f"http://user:pw-secret@127.0.0.1:{receiver.http_port}"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization=Bearer%20{TOKEN}")
+    check = _otlp(capsys, monkeypatch, OTEL_EXPORTER_OTLP_ENDPOINT=base)
+    assert check["ok"] is True and "pw-secret" not in check["detail"]
+    # The logs endpoint wins over the base endpoint, and is used as it is (no /v1/logs added).
+    check = _otlp(capsys, monkeypatch, OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=f"{base}/v1/traces")
+    assert check["ok"] is False and "HTTP 404" in check["detail"]
+    assert "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT" in check["fix"] and "pw-secret" not in json.dumps(check)
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", f"http://127.0.0.1:{port}/v1/logs")
-    code, checks = _checks(capsys)
-    assert code == 1
-    assert checks["otlp endpoint"]["ok"] is False
-    assert "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT" in checks["otlp endpoint"]["detail"]
+    check = _otlp(capsys, monkeypatch, OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=f"http://127.0.0.1:{port}/v1/logs")
+    assert check["ok"] is False and "no connection" in check["detail"]
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}/v1/logs")
+        started = time.monotonic()
+        code = main(["doctor", "--json", "--timeout", "0.5"])
+        checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert code == 1 and "no answer within 0.5 s" in checks["otlp endpoint"]["detail"]
+    assert time.monotonic() - started < 10
 
 
 def test_doctor_says_a_dotenv_file_is_not_read_unless_asked(
