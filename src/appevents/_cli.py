@@ -148,7 +148,8 @@ def _parser() -> argparse.ArgumentParser:
         help="receive OTLP logs (HTTP and gRPC) and deliver the events they carry to the configured exporters",
         description="Receive OTLP logs from an OpenTelemetry Collector (or any OTLP exporter) and deliver every record "
         "that carries an appevents event, unchanged, to the exporters in APPEVENTS_EXPORTERS. Settings: "
-        "APPEVENTS_BRIDGE_* (token, TLS, limits; see the README). SIGTERM/SIGINT drains and exits.",
+        "APPEVENTS_BRIDGE_* (token, TLS, limits; see the README). Self-metrics: OTEL_METRICS_EXPORTER=otlp or "
+        "console. SIGTERM/SIGINT drains and exits.",
     )
     bridge.add_argument("--http", metavar="HOST:PORT", help="OTLP/HTTP listener, or 'off' (default 127.0.0.1:4318)")
     bridge.add_argument("--grpc", metavar="HOST:PORT", help="OTLP/gRPC listener, or 'off' (default 127.0.0.1:4317)")
