@@ -84,6 +84,7 @@ def _bridge(args: argparse.Namespace) -> int:
             ("grpc", args.grpc),
             ("tls_cert_file", args.tls_cert),
             ("tls_key_file", args.tls_key),
+            ("tls_client_ca_file", args.tls_client_ca),
         )
         if value is not None
     }
@@ -155,6 +156,9 @@ def _parser() -> argparse.ArgumentParser:
     bridge.add_argument("--grpc", metavar="HOST:PORT", help="OTLP/gRPC listener, or 'off' (default 127.0.0.1:4317)")
     bridge.add_argument("--tls-cert", metavar="PEM", help="TLS certificate for both listeners (with --tls-key)")
     bridge.add_argument("--tls-key", metavar="PEM", help="TLS private key for both listeners")
+    bridge.add_argument(
+        "--tls-client-ca", metavar="PEM", help="mutual TLS: accept only clients with a certificate from these CAs"
+    )
     bridge.set_defaults(handler=_bridge)
     return parser
 

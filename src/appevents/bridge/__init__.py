@@ -8,7 +8,8 @@ is set. A request is answered once its events are durable or delivered (see :mod
 what the bridge acknowledges is never lost; back-pressure is a 429 / ``RESOURCE_EXHAUSTED`` with a retry hint.
 
 It is a network listener: ``APPEVENTS_BRIDGE_TOKEN`` makes every request carry ``Authorization: Bearer <token>``
-(checked in constant time, never logged), TLS is one certificate and key for both listeners, bodies are capped
+(checked in constant time, never logged), TLS is one certificate and key for both listeners (with
+``APPEVENTS_BRIDGE_TLS_CLIENT_CA_FILE``, clients need a certificate issued by those CAs), bodies are capped
 (``APPEVENTS_BRIDGE_MAX_BODY_BYTES``), and concurrency and open connections are bounded (see
 :class:`BridgeSettings`). SIGTERM or SIGINT: stop accepting, answer the requests in flight, drain, exit.
 
@@ -124,6 +125,9 @@ class Bridge:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.settings.tls_cert_file, self.settings.tls_key_file)
+        if self.settings.tls_client_ca_file is not None:
+            context.load_verify_locations(cafile=self.settings.tls_client_ca_file)
+            context.verify_mode = ssl.CERT_REQUIRED  # a client without a certificate from these CAs fails the handshake
         return context
 
     def _grpc_credentials(self) -> object | None:
@@ -131,8 +135,11 @@ class Bridge:
             return None
         import grpc
 
+        client_ca = self.settings.tls_client_ca_file
         credentials: object = grpc.ssl_server_credentials(
-            [(self.settings.tls_key_file.read_bytes(), self.settings.tls_cert_file.read_bytes())]
+            [(self.settings.tls_key_file.read_bytes(), self.settings.tls_cert_file.read_bytes())],
+            root_certificates=client_ca.read_bytes() if client_ca is not None else None,
+            require_client_auth=client_ca is not None,
         )
         return credentials
 
@@ -195,7 +202,9 @@ def run_bridge(settings: BridgeSettings | None = None, app_settings: AppEventsSe
         _logger.warning(
             "appevents bridge: listening for %s%s; delivering to %s",
             " and ".join(listening),
-            " (TLS)" if bridge.settings.tls_cert_file else "",
+            (" (TLS, client certificates required)" if bridge.settings.tls_client_ca_file else " (TLS)")
+            if bridge.settings.tls_cert_file
+            else "",
             ", ".join(bridge.app_settings.exporters) or "nothing",
         )
         while not stop.wait(0.5):

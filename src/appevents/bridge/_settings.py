@@ -38,6 +38,8 @@ class BridgeSettings(BaseSettings):
     #: TLS for both listeners (PEM files; both or neither).
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    #: Mutual TLS: clients must present a certificate issued by one of these CAs (PEM; needs the two above).
+    tls_client_ca_file: Path | None = None
     #: Largest request body, after decompression (413 / ``RESOURCE_EXHAUSTED`` beyond; nothing more is read).
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     #: Requests worked on at once per listener; more get 429 / ``RESOURCE_EXHAUSTED`` at once. With the body
@@ -67,6 +69,11 @@ class BridgeSettings(BaseSettings):
     def _consistent(self) -> Self:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("TLS needs both a certificate and a key file (APPEVENTS_BRIDGE_TLS_CERT_FILE/_KEY_FILE)")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "client certificates (APPEVENTS_BRIDGE_TLS_CLIENT_CA_FILE) need TLS: set "
+                "APPEVENTS_BRIDGE_TLS_CERT_FILE and APPEVENTS_BRIDGE_TLS_KEY_FILE too"
+            )
         if parse_endpoint(self.http) is None and parse_endpoint(self.grpc) is None:
             raise ValueError("both listeners are off: set APPEVENTS_BRIDGE_HTTP or APPEVENTS_BRIDGE_GRPC")
         return self
