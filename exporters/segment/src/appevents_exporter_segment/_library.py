@@ -73,11 +73,5 @@ def withdraw(messages: queue.Queue[Message], taken_back: Sequence[Message]) -> i
 
 def wait_drained(messages: queue.Queue[Message], timeout_s: float) -> bool:
     """Wait until every queued message has been answered (sent or given up), up to ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
     with messages.all_tasks_done:
-        while messages.unfinished_tasks:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            messages.all_tasks_done.wait(remaining)
-    return True
+        return messages.all_tasks_done.wait_for(lambda: not messages.unfinished_tasks, timeout_s)
