@@ -95,7 +95,10 @@ def _probe_http(
     )
     context = None
     if url.startswith("https:"):
-        context = ssl.create_default_context(cafile=certificate[1] if certificate else None)
+        try:
+            context = ssl.create_default_context(cafile=certificate[1] if certificate else None)
+        except (OSError, ssl.SSLError) as exc:
+            return _unreadable(certificate, exc)
     try:
         with urllib.request.urlopen(request, timeout=timeout_s, context=context) as answer:
             answer.read()
@@ -138,7 +141,7 @@ def _probe_grpc(
         try:
             root = Path(certificate[1]).read_bytes() if certificate else None
         except OSError as exc:
-            return False, f"cannot read {certificate[0] if certificate else ''} ({type(exc).__name__})", "fix it"
+            return _unreadable(certificate, exc)
         channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=root))
     with channel:
         call = channel.unary_unary(_GRPC_METHOD)
@@ -154,3 +157,8 @@ def _probe_grpc(
                 return False, f"no answer within {timeout_s:g} s", _START
             return False, f"{code.name}", _START
     return True, "OK", ""
+
+
+def _unreadable(certificate: tuple[str, str] | None, exc: Exception) -> tuple[bool, str, str]:
+    variable = certificate[0] if certificate else "OTEL_EXPORTER_OTLP_CERTIFICATE"
+    return False, f"the certificate in {variable} cannot be used ({type(exc).__name__})", f"fix {variable}"

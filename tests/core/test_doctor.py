@@ -39,6 +39,8 @@ def _no_destinations(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
         "OTEL_EXPORTER_OTLP_PROTOCOL",
         "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -299,3 +301,19 @@ def test_doctor_runs_as_python_dash_m_appevents(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert [check["ok"] for check in json.loads(result.stdout)] == [True, True, True]
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_doctor_names_an_otlp_certificate_it_cannot_use(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, protocol: str
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    check = _otlp(
+        capsys,
+        monkeypatch,
+        OTEL_EXPORTER_OTLP_ENDPOINT="https://localhost:4318",
+        OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE=str(tmp_path / "missing.pem"),
+    )
+    assert check["ok"] is False
+    assert "the certificate in OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE cannot be used" in check["detail"]
+    assert check["fix"] == "fix OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE"
