@@ -22,6 +22,9 @@ def _isolated_event_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         "APPEVENTS_APPLICATION_NAME",
         "APPEVENTS_TENANT_ID",
         "OTEL_SERVICE_NAME",
+        # They choose the `otel` exporter when APPEVENTS_EXPORTERS is unset (appevents._otel_env).
+        "OTEL_LOGS_EXPORTER",
+        "OTEL_SDK_DISABLED",
     ):
         monkeypatch.delenv(name, raising=False)
     EventStore.shutdown()

@@ -48,6 +48,7 @@ from pydantic_settings import SettingsError
 from appevents._encoded import Check
 from appevents._engine import shutdown_exporter
 from appevents._errors import ConfigurationError
+from appevents._otel_env import OTEL_EXPORTER_NAME, appevents_names_in_otel_logs_exporter
 from appevents._otlp_probe import check_otlp
 from appevents._registry import EXPORTER_ENTRY_POINT_GROUP, available_exporters
 from appevents._settings import AppEventsSettings
@@ -203,6 +204,8 @@ def _check_settings(env_file: Path | None) -> tuple[Check, AppEventsSettings | N
         return Check("settings", False, f"invalid ({source}): {exc}", "fix the variable named"), None
     exporters = ",".join(settings.exporters)
     given = "" if "APPEVENTS_EXPORTERS" in os.environ else " (default)"
+    if given and settings.exporters == [OTEL_EXPORTER_NAME]:
+        given = f" (default, as OTEL_LOGS_EXPORTER names {', '.join(appevents_names_in_otel_logs_exporter())})"
     detail = f"APPEVENTS_EXPORTERS={exporters}{given}; application {settings.application_name!r}, tenant "
     detail += f"{settings.tenant_id!r}; read from the {source}"
     return Check("settings", True, detail), settings

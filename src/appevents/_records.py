@@ -16,6 +16,9 @@ attribute ``appevents.topic``       ``event.metadata.topic_name`` (routing witho
 trace / span ids       from the OTel context current at publish time
 =====================  ===========================================================================
 
+Records the ``otel`` exporter emits into the global logs pipeline also carry ``appevents.delivered_by``: the
+exporters that deliver the same event from appevents' own pipeline (see :mod:`appevents._otel_route`).
+
 Attributes are kept few on purpose: each one costs the OTel SDK about 1.7 µs (on an exporter thread), and the body
 already carries every field.
 """
@@ -31,6 +34,7 @@ from appevents._encoded import EncodedEvent
 from appevents._models import STORED_EVENT_CONTEXT, Event
 
 __all__ = [
+    "DELIVERED_BY_ATTRIBUTE",
     "EVENT_ID_ATTRIBUTE",
     "EVENT_NAME_ATTRIBUTE",
     "LOGGER_NAME",
@@ -47,6 +51,8 @@ LOGGER_NAME = "appevents"
 EVENT_ID_ATTRIBUTE = "appevents.event_id"
 EVENT_NAME_ATTRIBUTE = "appevents.event_name"
 TOPIC_ATTRIBUTE = "appevents.topic"
+#: Comma list of the appevents exporters that deliver this event themselves (set by the ``otel`` exporter).
+DELIVERED_BY_ATTRIBUTE = "appevents.delivered_by"
 
 AnyLogRecord = ReadableLogRecord | ReadWriteLogRecord | LogRecord
 
@@ -90,17 +96,23 @@ def event_from_record(record: AnyLogRecord) -> Event | None:
     return None if body is None else event_from_json(body)
 
 
-def encoded_from_record(record: AnyLogRecord) -> EncodedEvent | None:
+def encoded_from_record(record: AnyLogRecord, *, exporter: str | None = None) -> EncodedEvent | None:
     """The :class:`~appevents.exporting.EncodedEvent` a log record carries (None for other records).
 
     For exporters used as plain OTel ``LogRecordExporter`` s (``OTEL_LOGS_EXPORTER=appevents_dapr``): their
     ``export(records)`` turns records into encoded events and calls ``export_events``. The engine never needs it.
+    ``exporter``: the exporter's name in ``APPEVENTS_EXPORTERS`` (``dapr``, ``segment``); None is returned, too,
+    for a record whose ``appevents.delivered_by`` names it — appevents' own pipeline delivers that event there
+    already, so delivering it from the global pipeline as well would send it twice.
     """
     log_record = _api_record(record)
     body = event_json_from_record(log_record)
     if body is None:
         return None
     attributes = {str(k): str(v) for k, v in (log_record.attributes or {}).items()}
+    delivered_by = attributes.pop(DELIVERED_BY_ATTRIBUTE, "")
+    if exporter is not None and exporter in delivered_by.split(","):
+        return None
     return EncodedEvent(
         event_id=attributes[EVENT_ID_ATTRIBUTE],
         event_type=log_record.event_name or "",

@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from appevents._otel_env import default_exporters
+
 __all__ = ["DEFAULT_MAX_EVENT_BYTES", "DEFAULT_REDACT_KEYS", "AppEventsSettings"]
 
 DEFAULT_MAX_EVENT_BYTES = 256 * 1024
@@ -48,8 +50,9 @@ class AppEventsSettings(BaseSettings):
         validation_alias=AliasChoices("APPEVENTS_APPLICATION_NAME", "APPLICATION_NAME", "OTEL_SERVICE_NAME"),
     )
     tenant_id: str = Field(default="default", validation_alias=AliasChoices("APPEVENTS_TENANT_ID", "APP_TENANT_ID"))
-    #: Exporter names, looked up in the ``appevents.exporters`` entry-point group.
-    exporters: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["local"])
+    #: Exporter names, looked up in the ``appevents.exporters`` entry-point group. Unset: ``local``, or ``otel`` when
+    #: ``OTEL_LOGS_EXPORTER`` names an appevents exporter (see :mod:`appevents._otel_route`).
+    exporters: Annotated[list[str], NoDecode] = Field(default_factory=default_exporters)
     local_path: Path = Path(".appevents/events.db")
     max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, gt=0)
     #: Prefix put before the event type to form ``metadata.topic_name`` (empty: the topic is the event type).

@@ -129,7 +129,7 @@ class DaprExporter(LogRecordExporter):
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         events: list[EncodedEvent] = []
         for record in batch:
-            event = encoded_from_record(record)
+            event = encoded_from_record(record, exporter="dapr")
             if event is None:
                 self._counters.ignored += 1
             else:

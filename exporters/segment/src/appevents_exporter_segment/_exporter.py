@@ -313,11 +313,12 @@ class SegmentExporter(LogRecordExporter):
 
     # -- OTel LogRecordExporter --------------------------------------------------------------------------------
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        """``export_events`` over the records that carry appevents events (others are skipped); FAILURE when any
+        """``export_events`` over the records that carry appevents events (others are skipped, and so are events
+        appevents' own ``segment`` exporter delivers, see ``appevents.delivered_by``); FAILURE when any
         lifecycle event was not delivered."""
         events: list[EncodedEvent] = []
         for record in batch:
-            event = encoded_from_record(record)
+            event = encoded_from_record(record, exporter="segment")
             if event is None:
                 self._count("skipped")
             else:
