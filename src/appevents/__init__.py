@@ -14,6 +14,7 @@ durable. Configure with ``APPEVENTS_*`` environment variables or :func:`configur
 :mod:`appevents.exporting`.
 """
 
+from appevents import _log_prefix
 from appevents._counting import DeliveryStats
 from appevents._errors import AppEventsError, ConfigurationError
 from appevents._event_store import EventStore, configure
@@ -22,6 +23,8 @@ from appevents._models import ApplicationEventNames, Event, EventMetadata, Event
 from appevents._pipeline import Pipeline
 from appevents._settings import AppEventsSettings
 from appevents._version import __version__
+
+_log_prefix.install()
 
 __all__ = [
     "AppEventsError",

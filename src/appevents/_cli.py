@@ -5,14 +5,19 @@ logs and delivers the events they carry."""
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appevents._event_table import format_row, table_header
 from appevents._settings import AppEventsSettings
 from appevents._sqlite_log import LocalEventLog, StoredEvent
+
+if TYPE_CHECKING:
+    from appevents.bridge import BridgeSettings
 
 __all__ = ["main"]
 
@@ -88,6 +93,7 @@ def _bridge(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
+    settings = None
     try:
         settings = BridgeSettings(**overrides)
         return run_bridge(settings, AppEventsSettings())
@@ -96,8 +102,30 @@ def _bridge(args: argparse.Namespace) -> int:
         print(f"appevents bridge: bad settings: {problems}", file=sys.stderr)
         return 2
     except (ConfigurationError, OSError) as exc:
-        print(f"appevents bridge: {exc}", file=sys.stderr)
+        print(f"appevents bridge: {_address_in_use(exc, settings) or exc}", file=sys.stderr)
         return 2
+
+
+def _address_in_use(exc: Exception, settings: BridgeSettings | None) -> str | None:
+    """For "Address already in use": which of the listeners' addresses is taken (the error does not say)."""
+    if settings is None or not isinstance(exc, OSError) or exc.errno != errno.EADDRINUSE:
+        return None
+    import socket
+
+    from appevents.bridge._settings import parse_endpoint
+
+    taken = []
+    for kind, value, option in (("OTLP/HTTP", settings.http, "--http"), ("OTLP/gRPC", settings.grpc, "--grpc")):
+        endpoint = parse_endpoint(value)
+        if endpoint is None:
+            continue
+        with socket.socket(socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET) as probe:
+            try:
+                probe.bind(endpoint)
+            except OSError:
+                taken.append(f"{value} ({kind}; {option} or APPEVENTS_BRIDGE_{option[2:].upper()})")
+    where = ", ".join(taken) if taken else f"{settings.http} or {settings.grpc}"
+    return f"cannot listen on {where}: {exc.strerror}; stop what listens there or choose another address"
 
 
 def _positive(text: str) -> float:

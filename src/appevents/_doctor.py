@@ -50,8 +50,9 @@ from appevents._engine import shutdown_exporter
 from appevents._errors import ConfigurationError
 from appevents._otel_env import OTEL_EXPORTER_NAME, appevents_names_in_otel_logs_exporter
 from appevents._otlp_probe import check_otlp
-from appevents._registry import EXPORTER_ENTRY_POINT_GROUP, available_exporters
+from appevents._registry import EXPORTER_ENTRY_POINT_GROUP, unknown_exporter
 from appevents._settings import AppEventsSettings
+from appevents._variables import unknown_variables
 
 __all__ = ["DEFAULT_TIMEOUT_S", "format_checks", "load_env_file", "passed", "run_checks", "run_doctor"]
 
@@ -93,10 +94,17 @@ def run_checks(
             )
         if settings is None:
             return _scrubbed(checks)
+        checks += _check_variables()
         names = list(dict.fromkeys(settings.exporters))
         if not names:
-            empty = "APPEVENTS_EXPORTERS is empty: events are not delivered anywhere"
-            checks.append(Check("exporters", True, empty, required=False))
+            checks.append(
+                Check(
+                    "exporters",
+                    False,
+                    "APPEVENTS_EXPORTERS=none: no exporter, events are not delivered anywhere",
+                    "name the exporters (e.g. APPEVENTS_EXPORTERS=local), or unset it for the default",
+                )
+            )
         built: dict[str, object] = {}
         per_exporter: dict[str, list[Check]] = {}
         for name in names:
@@ -203,12 +211,27 @@ def _check_settings(env_file: Path | None) -> tuple[Check, AppEventsSettings | N
     except SettingsError as exc:
         return Check("settings", False, f"invalid ({source}): {exc}", "fix the variable named"), None
     exporters = ",".join(settings.exporters)
-    given = "" if "APPEVENTS_EXPORTERS" in os.environ else " (default)"
+    given = "" if os.environ.get("APPEVENTS_EXPORTERS", "").strip() else " (default)"
     if given and settings.exporters == [OTEL_EXPORTER_NAME]:
         given = f" (default, as OTEL_LOGS_EXPORTER names {', '.join(appevents_names_in_otel_logs_exporter())})"
     detail = f"APPEVENTS_EXPORTERS={exporters}{given}; application {settings.application_name!r}, tenant "
     detail += f"{settings.tenant_id!r}; read from the {source}"
     return Check("settings", True, detail), settings
+
+
+def _check_variables() -> list[Check]:
+    """A failed check naming the ``APPEVENTS_*`` variables nothing reads (none when every one is read)."""
+    unknown = unknown_variables()
+    if not unknown:
+        return []
+    return [
+        Check(
+            "variables",
+            False,
+            f"not read by appevents or any installed exporter: {', '.join(map(str, unknown))}",
+            "rename the variable(s) (names ignore case), or remove them",
+        )
+    ]
 
 
 def _variable_of(loc: tuple[int | str, ...]) -> str:
@@ -230,12 +253,8 @@ def _build(name: str, settings: AppEventsSettings, logs: _Logs) -> tuple[Check, 
     check_name = f"exporter {name}"
     matches = list(entry_points(group=EXPORTER_ENTRY_POINT_GROUP, name=name))
     if not matches:
-        return Check(
-            check_name,
-            False,
-            f"not installed (installed: {', '.join(available_exporters())})",
-            f"install its distribution, e.g. `pip install 'appevents[{name}]'`, or fix APPEVENTS_EXPORTERS",
-        ), None
+        problem, fix = unknown_exporter(name)
+        return Check(check_name, False, problem, fix), None
     entry_point = matches[0]
     origin = f"{entry_point.dist.name} {entry_point.dist.version}" if entry_point.dist is not None else "?"
     mark = logs.mark()

@@ -377,8 +377,8 @@ class EventStore:
         cls._state.log_once(
             "no-destinations",
             logging.WARNING,
-            "appevents: no event destination is configured (APPEVENTS_EXPORTERS is empty or failed); events are "
-            "skipped. Set APPEVENTS_EXPORTERS (e.g. 'local') or call appevents.configure().",
+            "appevents: no event destination is configured (APPEVENTS_EXPORTERS=none, or no exporter could be "
+            "built); events are skipped. Set APPEVENTS_EXPORTERS (e.g. 'local') or call appevents.configure().",
         )
 
     # -- draining ------------------------------------------------------------------------------------------------

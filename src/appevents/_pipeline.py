@@ -31,10 +31,11 @@ from appevents._engine import SPOOL_STAGE, Channel, shutdown_exporter, sink_for
 from appevents._errors import ConfigurationError
 from appevents._metrics import EventTypeAttributes, instruments_for
 from appevents._records import LOGGER_NAME
-from appevents._registry import available_exporters, load_exporter
+from appevents._registry import available_exporters, load_exporter, unknown_exporter
 from appevents._settings import AppEventsSettings
 from appevents._spool import Spool
 from appevents._spool_writer import SpoolWriter
+from appevents._variables import warn_unknown_variables
 from appevents._version import __version__
 
 __all__ = ["Pipeline", "build_pipeline"]
@@ -62,16 +63,14 @@ def _build_exporters(settings: AppEventsSettings, given: Mapping[str, object], *
     ``strict`` (``configure()``): an unknown name or an exporter that cannot be built raises. Otherwise (built on
     first use): unknown names get one warning naming them and the installed ones, an exporter that cannot be built
     one error line; the others work."""
+    warn_unknown_variables()
     installed = available_exporters()
     unknown = [name for name in settings.exporters if name not in installed and name not in given]
     if unknown and strict:
         load_exporter(unknown[0], settings)  # raises ConfigurationError naming it and the installed ones
-    if unknown:
-        _logger.warning(
-            "appevents: unknown exporter name(s) in APPEVENTS_EXPORTERS: %s (installed: %s); the others are used",
-            ", ".join(unknown),
-            ", ".join(installed),
-        )
+    for name in unknown:
+        problem, fix = unknown_exporter(name)
+        _logger.warning("appevents: APPEVENTS_EXPORTERS: %s (%s); the others are used", problem, fix)
     built: dict[str, object] = {}
     for name in settings.exporters:
         if name in unknown or name in given:

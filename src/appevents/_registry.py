@@ -8,6 +8,7 @@ is disabled, and said why once). The exporter distributions (``appevents-exporte
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 from importlib.metadata import entry_points
@@ -28,6 +29,7 @@ __all__ = [
     "load_exporter",
     "otlp_exporter",
     "otlp_protocol",
+    "unknown_exporter",
 ]
 
 EXPORTER_ENTRY_POINT_GROUP = "appevents.exporters"
@@ -46,14 +48,30 @@ def available_exporters() -> list[str]:
     return sorted({ep.name for ep in entry_points(group=EXPORTER_ENTRY_POINT_GROUP)})
 
 
+#: Exporters shipped as distributions of their own: how to install one that is missing.
+_INSTALL_COMMANDS = {"dapr": "pip install 'appevents[dapr]'", "segment": "pip install 'appevents[segment]'"}
+
+
+def unknown_exporter(name: str) -> tuple[str, str]:
+    """What to say of an exporter name nothing is registered under: the problem (with a did-you-mean over the
+    installed and the known exporters) and the fix (the install command only for a distribution that exists)."""
+    installed = available_exporters()
+    if name in _INSTALL_COMMANDS:
+        return f"exporter {name!r} is not installed", f"`{_INSTALL_COMMANDS[name]}`, or fix APPEVENTS_EXPORTERS"
+    close = difflib.get_close_matches(name, sorted(set(installed) | set(_INSTALL_COMMANDS)), n=1, cutoff=0.6)
+    suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+    problem = f"no appevents exporter is named {name!r}{suggestion}; installed: {', '.join(installed)}"
+    missing = [f"{known} (`{command}`)" for known, command in _INSTALL_COMMANDS.items() if known not in installed]
+    fix = "fix APPEVENTS_EXPORTERS" + (f"; also available: {', '.join(missing)}" if missing else "")
+    return problem, fix
+
+
 def load_exporter(name: str, settings: AppEventsSettings) -> object | None:
     """Build the exporter registered as ``name``; :class:`ConfigurationError` if none is installed."""
     matches = entry_points(group=EXPORTER_ENTRY_POINT_GROUP, name=name)
     if not matches:
-        raise ConfigurationError(
-            f"no appevents exporter named {name!r} is installed (installed: {', '.join(available_exporters())}); "
-            f"install its distribution, e.g. `pip install 'appevents[{name}]'`, or fix APPEVENTS_EXPORTERS"
-        )
+        problem, fix = unknown_exporter(name)
+        raise ConfigurationError(f"{problem}: {fix}")
     factory: ExporterFactory = next(iter(matches)).load()
     try:
         return factory(settings)

@@ -50,8 +50,9 @@ class AppEventsSettings(BaseSettings):
         validation_alias=AliasChoices("APPEVENTS_APPLICATION_NAME", "APPLICATION_NAME", "OTEL_SERVICE_NAME"),
     )
     tenant_id: str = Field(default="default", validation_alias=AliasChoices("APPEVENTS_TENANT_ID", "APP_TENANT_ID"))
-    #: Exporter names, looked up in the ``appevents.exporters`` entry-point group. Unset: ``local``, or ``otel`` when
-    #: ``OTEL_LOGS_EXPORTER`` names an appevents exporter (see :mod:`appevents._otel_route`).
+    #: Exporter names (any case), looked up in the ``appevents.exporters`` entry-point group. Unset or empty:
+    #: ``local``, or ``otel`` when ``OTEL_LOGS_EXPORTER`` names an appevents exporter (see
+    #: :mod:`appevents._otel_route`); ``none``: no exporter.
     exporters: Annotated[list[str], NoDecode] = Field(default_factory=default_exporters)
     local_path: Path = Path(".appevents/events.db")
     max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, gt=0)
@@ -80,9 +81,23 @@ class AppEventsSettings(BaseSettings):
     #: When SIGTERM has no handler, exit through SystemExit so queued events are drained (see README).
     handle_sigterm: bool = True
 
-    @field_validator("exporters", "redact_keys", mode="before")
+    @field_validator("exporters", mode="before")
     @classmethod
     def _split_exporters(cls, value: object) -> object:
+        # As OpenTelemetry reads its OTEL_*_EXPORTER variables: names ignore case, an empty variable means unset
+        # (the default), `none` means no exporter.
+        if isinstance(value, str):
+            names = [name.strip().lower() for name in value.split(",") if name.strip()]
+            if not names:
+                return default_exporters()
+            return [name for name in names if name != "none"]
+        if isinstance(value, list | tuple):
+            return [name.strip().lower() if isinstance(name, str) else name for name in value]
+        return value
+
+    @field_validator("redact_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value

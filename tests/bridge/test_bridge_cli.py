@@ -58,4 +58,5 @@ def test_a_port_in_use_is_reported_not_raised() -> None:
         result = _run("--http", f"127.0.0.1:{port}", "--grpc", "off", APPEVENTS_EXPORTERS="memory")
     assert result.returncode == 2
     assert "Address already in use" in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port} (OTLP/HTTP" in result.stderr  # which address, not only errno 98
     assert "Traceback" not in result.stderr

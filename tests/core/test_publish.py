@@ -77,7 +77,7 @@ def _appevents_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRec
 async def test_without_destinations_publish_warns_once_and_returns(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setenv("APPEVENTS_EXPORTERS", "")
+    monkeypatch.setenv("APPEVENTS_EXPORTERS", "none")
     for i in range(50):
         assert await EventStore.publish_event(Event(event_type="order.received", data={"i": i})) is False
     assert len(_appevents_warnings(caplog)) == 1

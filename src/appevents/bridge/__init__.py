@@ -199,7 +199,7 @@ def run_bridge(settings: BridgeSettings | None = None, app_settings: AppEventsSe
         listening = [f"OTLP/HTTP on {_where(bridge.settings.http, bridge.http_port)}"] if bridge.http_port else []
         if bridge.grpc_port:
             listening.append(f"OTLP/gRPC on {_where(bridge.settings.grpc, bridge.grpc_port)}")
-        _logger.warning(
+        _logger.info(
             "appevents bridge: listening for %s%s; delivering to %s",
             " and ".join(listening),
             (" (TLS, client certificates required)" if bridge.settings.tls_client_ca_file else " (TLS)")
@@ -209,14 +209,15 @@ def run_bridge(settings: BridgeSettings | None = None, app_settings: AppEventsSe
         )
         while not stop.wait(0.5):
             pass
-        _logger.warning("appevents bridge: stopping (draining for up to %gs)", bridge.settings.drain_timeout_s)
+        _logger.info("appevents bridge: stopping (draining for up to %gs)", bridge.settings.drain_timeout_s)
     finally:
         ok = bridge.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _shutdown_meter_provider(meter_provider)
     stats = bridge.stats()
-    _logger.warning(
+    _logger.log(
+        logging.INFO if ok else logging.WARNING,  # the drain's loss, if any, was said at WARNING by the pipeline
         "appevents bridge: stopped; %d event(s) acknowledged, %d record(s) ignored, %d refused %s",
         stats.acknowledged,
         stats.ignored,

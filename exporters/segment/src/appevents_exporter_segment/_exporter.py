@@ -439,10 +439,20 @@ def _read_settings() -> SegmentExporterSettings:
         raise ConfigurationError(f"invalid Segment exporter settings (APPEVENTS_SEGMENT_*): {exc}") from None
 
 
+#: Says the factory's "disabled" warning once per process.
+_SAID_ONCE = LogOnce(_logger)
+
+
 def create_segment_exporter(settings: AppEventsSettings) -> SegmentExporter | None:
-    """``segment`` exporter factory; None (after one info line) when APPEVENTS_SEGMENT_WRITE_KEY is not set."""
+    """``segment`` exporter factory; None when APPEVENTS_SEGMENT_WRITE_KEY is not set (a warning, once per process:
+    a pipeline rebuilt by ``configure()`` or in a forked child does not repeat it)."""
     segment_settings = _read_settings()
     if segment_settings.write_key is None or not segment_settings.write_key.get_secret_value():
-        _logger.info("appevents: Segment exporter disabled: APPEVENTS_SEGMENT_WRITE_KEY is not set")
+        _SAID_ONCE(
+            "no-write-key",
+            logging.WARNING,
+            "appevents: Segment exporter disabled: APPEVENTS_SEGMENT_WRITE_KEY is not set (APPEVENTS_EXPORTERS names "
+            "segment); lifecycle events are not sent to Segment",
+        )
         return None
     return SegmentExporter(segment_settings, app_settings=settings)
