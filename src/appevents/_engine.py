@@ -83,6 +83,11 @@ def sink_for(exporter: object, resource: Resource, scope: InstrumentationScope) 
             result = exporter.export([_readable(event, resource, scope) for event in batch])
             if result is LogRecordExportResult.SUCCESS:
                 return ExportOutcome()
+            # An exporter that can tell a refusal for good (the otlp exporter: a refused credential) says so.
+            refusal = getattr(exporter, "refusal", None)
+            reason = refusal() if callable(refusal) else None
+            if reason:
+                return ExportOutcome(failed=[(event, reason) for event in batch])
             # OTel's interface answers per batch, without saying why: the batch is returned as not deliverable now
             # (kept in the spool in durable mode, counted failed without one).
             return ExportOutcome(retry=list(batch), retry_reason=f"{type(exporter).__name__} reported FAILURE")

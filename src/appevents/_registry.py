@@ -28,6 +28,7 @@ __all__ = [
     "create_otlp_exporter",
     "load_exporter",
     "otlp_exporter",
+    "otlp_exporter_class",
     "otlp_protocol",
     "unknown_exporter",
 ]
@@ -114,6 +115,12 @@ def otlp_exporter(signal: str) -> Any:
     """The standard OTLP exporter of ``signal`` (``LOGS``, ``METRICS``) for the protocol :func:`otlp_protocol`
     chooses; it reads the other ``OTEL_EXPORTER_OTLP_*`` variables itself. :class:`ConfigurationError` when the
     exporter's package is missing."""
+    exporter_class, _ = otlp_exporter_class(signal)
+    return exporter_class()
+
+
+def otlp_exporter_class(signal: str) -> tuple[Any, str]:
+    """The class of :func:`otlp_exporter` and its transport (``http`` or ``grpc``)."""
     protocol = otlp_protocol(signal)
     transport = "grpc" if protocol == "grpc" else "http"
     module_name, class_name = _OTLP_EXPORTER_CLASSES[signal]
@@ -124,13 +131,15 @@ def otlp_exporter(signal: str) -> Any:
             f"OTLP {signal.lower()} over {protocol} need opentelemetry-exporter-otlp-proto-{transport}: "
             "pip install 'appevents[otlp]'"
         ) from exc
-    return getattr(module, class_name)()
+    return getattr(module, class_name), transport
 
 
 def create_otlp_exporter(settings: AppEventsSettings) -> LogRecordExporter:
     """``otlp``: the standard OTLP log exporter of the protocol ``OTEL_EXPORTER_OTLP_LOGS_PROTOCOL`` (or
     ``OTEL_EXPORTER_OTLP_PROTOCOL``) names: ``http/protobuf`` (default) or ``grpc``. Each reads the other standard
     ``OTEL_EXPORTER_OTLP_*`` / ``OTEL_EXPORTER_OTLP_LOGS_*`` variables itself (endpoint, headers, timeout,
-    compression, certificates)."""
-    exporter: LogRecordExporter = otlp_exporter("LOGS")
-    return exporter
+    compression, certificates). A refused credential (401/403, ``UNAUTHENTICATED``/``PERMISSION_DENIED``) is
+    counted failed, ``refused:<status>``, not ``unavailable`` (:mod:`appevents._otlp_logs`)."""
+    from appevents._otlp_logs import refusal_aware
+
+    return refusal_aware(*otlp_exporter_class("LOGS"))

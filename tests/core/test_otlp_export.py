@@ -112,7 +112,7 @@ def test_the_otlp_protocol_variables_choose_the_transport(
 
     exporter = create_otlp_exporter(AppEventsSettings())
     try:
-        assert type(exporter).__module__ == module
+        assert type(exporter.inner).__module__ == module
     finally:
         exporter.shutdown()
 
