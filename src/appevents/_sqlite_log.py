@@ -11,6 +11,7 @@ import logging
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from appevents._records import encoded_from_record, event_from_json
 from appevents._settings import AppEventsSettings
 from appevents._sqlite import connect_wal, fork_safe, insert_rows, while_locked
 
-__all__ = ["LocalEventLog", "LocalExporter", "StoredEvent", "create_local_exporter"]
+__all__ = ["LocalEventLog", "LocalExporter", "NotAnEventLog", "StoredEvent", "create_local_exporter"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -71,13 +72,44 @@ class StoredEvent:
         return event_from_json(self.body)
 
 
-class LocalEventLog:
-    """Read and write access to the SQLite event log at ``path``."""
+class NotAnEventLog(Exception):
+    """What a reader opened is not an appevents event log (no such file, not SQLite, no ``events`` table)."""
 
-    def __init__(self, path: Path | str, *, busy_timeout_s: float = 30.0) -> None:
+
+#: The columns a reader relies on: a file without them is not an event log.
+_READ_COLUMNS = frozenset({"seq", "published_ns", "body", "event_type", "workflow_id"})
+
+
+@fork_safe
+def _connect_read_only(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    """A read-only connection to an existing event log: no table is created, the journal mode is left as it is;
+    :class:`NotAnEventLog` when ``path`` is not one."""
+    if not path.is_file():
+        raise NotAnEventLog(f"no event log at {path}" + (" (a directory)" if path.is_dir() else ""))
+    uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, check_same_thread=False)
+    try:
+        columns = {str(row[1]) for row in db.execute("PRAGMA table_info(events)")}
+    except sqlite3.Error as exc:
+        db.close()
+        raise NotAnEventLog(f"{path} cannot be read as an SQLite database ({exc})") from None
+    if not columns >= _READ_COLUMNS:
+        db.close()
+        raise NotAnEventLog(f"{path} is not an appevents event log (it has no events table of the local exporter)")
+    return db
+
+
+class LocalEventLog:
+    """Read and write access to the SQLite event log at ``path``; with ``read_only``, reading an existing log
+    without changing anything in it (what ``appevents tail`` does)."""
+
+    def __init__(self, path: Path | str, *, busy_timeout_s: float = 30.0, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        if read_only:
+            self._db = _connect_read_only(self.path, busy_timeout_s)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = connect_wal(self.path, busy_timeout_s)
         try:
             while_locked(fork_safe(lambda: self._db.executescript(_SCHEMA)), busy_timeout_s)
@@ -145,17 +177,19 @@ class LocalEventLog:
     def query(
         self,
         *,
-        event_type: str | None = None,
+        event_type: str | Sequence[str] | None = None,
         workflow_id: str | None = None,
         after_seq: int = 0,
         last: int | None = None,
     ) -> list[StoredEvent]:
-        """Events in publication order; ``last`` keeps only the newest N; ``after_seq`` for following."""
+        """Events in publication order; ``event_type`` one type or any of several; ``last`` keeps only the newest
+        N; ``after_seq`` for following."""
         where = ["seq > ?"]
         params: list[object] = [after_seq]
         if event_type is not None:
-            where.append("event_type = ?")
-            params.append(event_type)
+            types = [event_type] if isinstance(event_type, str) else list(event_type)
+            where.append(f"event_type IN ({', '.join('?' * len(types))})")
+            params.extend(types)
         if workflow_id is not None:
             where.append("workflow_id = ?")
             params.append(workflow_id)

