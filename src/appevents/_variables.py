@@ -29,6 +29,8 @@ __all__ = ["SETTINGS_ENTRY_POINT_GROUP", "UnknownVariable", "unknown_variables",
 
 SETTINGS_ENTRY_POINT_GROUP = "appevents.settings"
 _PREFIX = "APPEVENTS_"
+#: Variables of ours that no settings class reads: the collector configurations under collector/ read them.
+_READ_BY_THE_COLLECTOR_CONFIGS = frozenset({"APPEVENTS_BRIDGE_ENDPOINT", "APPEVENTS_EVENTS_FILE"})
 _logger = logging.getLogger("appevents")
 
 
@@ -63,7 +65,7 @@ def variables_of(settings_class: type[BaseSettings]) -> set[str]:
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[UnknownVariable]:
     """The ``APPEVENTS_*`` variables of ``environ`` (default: the process environment) nothing installed reads."""
     environ = os.environ if environ is None else environ
-    known = variables_of(AppEventsSettings)
+    known = variables_of(AppEventsSettings) | _READ_BY_THE_COLLECTOR_CONFIGS
     candidates = sorted(name for name in environ if name.upper().startswith(_PREFIX) and name.upper() not in known)
     if not candidates:
         return []

@@ -44,6 +44,7 @@ def test_exporter_settings_are_known_variables_and_their_typos_are_not() -> None
         "APPEVENTS_BRIDGE_TOKEN": "t",
         "APPEVENTS_EVENT_STORE_NAME": "eventstore",
         "appevents_tenant_id": "acme",  # names ignore case, as pydantic-settings reads them
+        "APPEVENTS_BRIDGE_ENDPOINT": "http://bridge:4318",  # read by the collector configs in collector/
         "APPEVENTS_SEGEMENT_WRITE_KEY": "x",
         "APPEVENTS_DAPR_MODEE": "binding",
         "APPEVENTS_NOTHING_LIKE_IT": "1",
