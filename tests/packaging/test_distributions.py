@@ -101,7 +101,7 @@ def test_one_grpcio_floor(dist: Path) -> None:
         for requirement in _metadata(dist, name).get_all("Requires-Dist") or []
         if requirement.startswith("grpcio")
     }
-    assert floors == {"grpcio<2,>=1.63"}
+    assert floors == {"grpcio<2,>=1.81.1"}
 
 
 @pytest.fixture(scope="module")
