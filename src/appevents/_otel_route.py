@@ -158,12 +158,22 @@ class OTelLogsExporter:
                     "appevents_dapr: pip install 'appevents[dapr]') or fix OTEL_LOGS_EXPORTER",
                 )
             ]
+        if not list(entry_points(group="opentelemetry_configurator")):
+            return [
+                Check(
+                    "otel logs pipeline",
+                    False,
+                    f"OTEL_LOGS_EXPORTER={','.join(names)}, but no OpenTelemetry configurator is installed: "
+                    "opentelemetry-instrument would set up no logs pipeline",
+                    "pip install opentelemetry-distro (it brings opentelemetry-instrument and its configurator)",
+                )
+            ]
         return [
             Check(
                 "otel logs pipeline",
                 True,
-                f"OTEL_LOGS_EXPORTER={','.join(names)}: installed; opentelemetry-instrument sets up the pipeline "
-                "(no LoggerProvider in this process)",
+                f"OTEL_LOGS_EXPORTER={','.join(names)}: installed, with a configurator; opentelemetry-instrument "
+                "sets up the pipeline (no LoggerProvider in this process)",
             )
         ]
 

@@ -133,3 +133,20 @@ def test_doctor_says_why_otel_is_the_default(monkeypatch: pytest.MonkeyPatch) ->
         "APPEVENTS_EXPORTERS=otel (default, as OTEL_LOGS_EXPORTER names appevents_segment)" in checks["settings"].detail
     )
     assert checks["otel logs pipeline"].ok
+
+
+def test_doctor_says_when_no_configurator_would_build_the_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    real = importlib.metadata.entry_points
+
+    def without_configurators(**selection: str) -> importlib.metadata.EntryPoints:
+        if selection.get("group") == "opentelemetry_configurator":
+            return importlib.metadata.EntryPoints([])
+        return real(**selection)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", without_configurators)
+    monkeypatch.setenv("OTEL_LOGS_EXPORTER", "appevents_segment")
+    [check] = OTelLogsExporter().diagnose(1.0)
+    assert not check.ok
+    assert "pip install opentelemetry-distro" in check.fix
