@@ -110,7 +110,8 @@ def test_otlp_exporters_deliver_over_tls(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"authorization=Bearer {TOKEN}")
     configure(AppEventsSettings(exporters=["otlp"]))
     exporter = EventStore.pipeline().exporter("otlp")  # type: ignore[union-attr]
-    assert ("grpc" in type(exporter).__module__) == (protocol == "grpc")
+    standard = getattr(exporter, "inner", exporter)  # the OTLP exporter inside appevents' refusal-aware wrapper
+    assert ("grpc" in type(standard).__module__) == (protocol == "grpc")
     sent = [Event(event_type="secure.event", data={"i": i}) for i in range(20)]
     for event in sent:
         EventStore.publish(event)

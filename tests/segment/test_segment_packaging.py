@@ -25,7 +25,7 @@ def test_registered_as_appevents_exporter_and_otel_logs_exporter() -> None:
     assert otel.load() is SegmentExporter
 
 
-def test_without_write_key_the_exporter_is_disabled_with_one_info_line(
+def test_without_write_key_the_exporter_is_disabled_with_a_warning_not_an_info_line(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delenv("APPEVENTS_SEGMENT_WRITE_KEY", raising=False)
@@ -33,7 +33,9 @@ def test_without_write_key_the_exporter_is_disabled_with_one_info_line(
     pipeline = configure(AppEventsSettings(exporters=["segment", "memory"]))
     assert sorted(pipeline.channels) == ["memory"]
     ours = [r for r in caplog.records if r.name.startswith("appevents.segment")]
-    assert [(r.levelno, "APPEVENTS_SEGMENT_WRITE_KEY" in r.getMessage()) for r in ours] == [(logging.INFO, True)]
+    # Said once per process (test_segment_disabled_warning counts it in a process of its own): none here when an
+    # earlier test said it, and never at INFO, which is invisible by default.
+    assert [r.levelno for r in ours if "APPEVENTS_SEGMENT_WRITE_KEY" in r.getMessage()] in ([], [logging.WARNING])
     with pytest.raises(ConfigurationError, match="APPEVENTS_SEGMENT_WRITE_KEY"):
         SegmentExporter()
 
