@@ -49,6 +49,7 @@ from appevents._encoded import Check
 from appevents._engine import shutdown_exporter
 from appevents._errors import ConfigurationError
 from appevents._otel_env import OTEL_EXPORTER_NAME, appevents_names_in_otel_logs_exporter
+from appevents._otel_route import unused_otel_route
 from appevents._otlp_probe import check_otlp
 from appevents._registry import EXPORTER_ENTRY_POINT_GROUP, unknown_exporter
 from appevents._settings import AppEventsSettings
@@ -94,7 +95,7 @@ def run_checks(
             )
         if settings is None:
             return _scrubbed(checks)
-        checks += _check_variables()
+        checks += _check_variables() + unused_otel_route(settings)
         names = list(dict.fromkeys(settings.exporters))
         if not names:
             checks.append(

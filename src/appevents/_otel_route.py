@@ -42,14 +42,19 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_s
 
 from appevents._counting import LogOnce
 from appevents._encoded import Check, EncodedEvent, ExportOutcome
-from appevents._otel_env import OTEL_EXPORTER_NAME, otel_logs_exporter_names, otel_sdk_disabled
+from appevents._otel_env import (
+    OTEL_EXPORTER_NAME,
+    appevents_names_in_otel_logs_exporter,
+    otel_logs_exporter_names,
+    otel_sdk_disabled,
+)
 from appevents._records import DELIVERED_BY_ATTRIBUTE, LOGGER_NAME
 from appevents._version import __version__
 
 if TYPE_CHECKING:
     from appevents._settings import AppEventsSettings
 
-__all__ = ["OTelLogsExporter", "create_otel_exporter"]
+__all__ = ["OTelLogsExporter", "create_otel_exporter", "unused_otel_route"]
 
 _logger = logging.getLogger("appevents")
 
@@ -188,3 +193,22 @@ def create_otel_exporter(settings: AppEventsSettings) -> OTelLogsExporter | None
         return None
     others = [name for name in settings.exporters if name != OTEL_EXPORTER_NAME]
     return OTelLogsExporter(delivered_by=others)
+
+
+def unused_otel_route(settings: AppEventsSettings) -> list[Check]:
+    """``appevents doctor``: an informational line when ``OTEL_LOGS_EXPORTER`` names appevents exporters that no
+    event will reach (``APPEVENTS_EXPORTERS`` is set and has no ``otel``); else nothing."""
+    named = appevents_names_in_otel_logs_exporter()
+    if not named or OTEL_EXPORTER_NAME in settings.exporters or otel_sdk_disabled():
+        return []
+    return [
+        Check(
+            "otel logs pipeline",
+            False,
+            f"OTEL_LOGS_EXPORTER names {', '.join(named)}, but APPEVENTS_EXPORTERS={','.join(settings.exporters)} "
+            "has no 'otel': appevents events do not go through the global logs pipeline, so those get none",
+            "add otel to APPEVENTS_EXPORTERS (a destination named in both still gets each event once), or leave "
+            "the appevents_* names out of OTEL_LOGS_EXPORTER",
+            required=False,
+        )
+    ]

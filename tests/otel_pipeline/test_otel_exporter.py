@@ -150,3 +150,17 @@ def test_doctor_says_when_no_configurator_would_build_the_pipeline(monkeypatch: 
     [check] = OTelLogsExporter().diagnose(1.0)
     assert not check.ok
     assert "pip install opentelemetry-distro" in check.fix
+
+
+def test_doctor_notes_appevents_exporters_in_the_global_pipeline_that_get_no_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from appevents._doctor import passed, run_checks
+
+    monkeypatch.setenv("OTEL_LOGS_EXPORTER", "appevents_dapr")
+    monkeypatch.setenv("APPEVENTS_EXPORTERS", "local")
+    checks = run_checks(1.0)
+    [note] = [check for check in checks if check.name == "otel logs pipeline"]
+    assert not note.ok and not note.required
+    assert "has no 'otel'" in note.detail
+    assert passed(checks)  # informational: it does not fail the doctor
