@@ -173,3 +173,19 @@ def test_the_table_fits_the_terminal_width(tmp_path: Path) -> None:
         assert lines and max(len(line) for line in lines) <= columns
     wide = _tail(db=db).stdout.splitlines()  # to a pipe without COLUMNS: the full widths
     assert len(wide[0]) == len(table_header(column_widths()))
+
+
+def test_follow_waits_for_a_log_that_does_not_exist_yet(tmp_path: Path) -> None:
+    db = tmp_path / "later" / "events.db"
+    env = {**os.environ, "APPEVENTS_LOCAL_PATH": str(db)}
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "appevents", "tail", "--follow", "--json"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        event = Event(event_type="order.shipped")  # the log appears after tail started (it says nothing meanwhile)
+        _store(db, event)
+        assert follower.stdout is not None
+        assert follower.stdout.readline().strip() == event.model_dump_json()
+    finally:
+        follower.terminate()
+        follower.wait(10)
