@@ -175,17 +175,27 @@ def test_the_table_fits_the_terminal_width(tmp_path: Path) -> None:
     assert len(wide[0]) == len(table_header(column_widths()))
 
 
-def test_follow_waits_for_a_log_that_does_not_exist_yet(tmp_path: Path) -> None:
+def test_follow_waits_for_a_log_that_does_not_exist_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from appevents import _cli
+
     db = tmp_path / "later" / "events.db"
-    env = {**os.environ, "APPEVENTS_LOCAL_PATH": str(db)}
-    follower = subprocess.Popen(
-        [sys.executable, "-m", "appevents", "tail", "--follow", "--json"], env=env, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        event = Event(event_type="order.shipped")  # the log appears after tail started (it says nothing meanwhile)
-        _store(db, event)
-        assert follower.stdout is not None
-        assert follower.stdout.readline().strip() == event.model_dump_json()
-    finally:
-        follower.terminate()
-        follower.wait(10)
+    event = Event(event_type="order.shipped")
+    sleeps: list[bool] = []
+
+    def sleep(seconds: float) -> None:  # the first wait: the log appears; the next: the user presses Ctrl-C
+        sleeps.append(db.exists())
+        if len(sleeps) == 1:
+            _store(db, event)
+        else:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_cli.time, "sleep", sleep)
+    args = argparse.Namespace(path=str(db), follow=True, json=True, type=None, workflow_id=None, n=20, interval=0.01)
+
+    assert _cli._tail(args) == 0
+    assert sleeps[0] is False  # it waited for the log instead of creating it or giving up
+    assert capsys.readouterr().out.splitlines() == [event.model_dump_json()]
