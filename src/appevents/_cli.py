@@ -11,7 +11,7 @@ import shutil
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,10 +47,11 @@ def _table_widths() -> tuple[int, ...]:
     return column_widths(shutil.get_terminal_size().columns)
 
 
-def _tail(args: argparse.Namespace) -> int:
+def _tail(args: argparse.Namespace, wait: Callable[[float], None] = time.sleep) -> int:
+    """``appevents tail``; ``wait`` sleeps between polls of ``--follow``."""
     path = Path(args.path) if args.path else AppEventsSettings().local_path
     try:
-        return _tail_log(path, args)
+        return _tail_log(path, args, wait)
     except BrokenPipeError:
         # The reader went away (`appevents tail | head`): end quietly, and keep Python's exit flush from failing
         # on the closed pipe too.
@@ -60,7 +61,7 @@ def _tail(args: argparse.Namespace) -> int:
         return 0
 
 
-def _tail_log(path: Path, args: argparse.Namespace) -> int:
+def _tail_log(path: Path, args: argparse.Namespace, wait: Callable[[float], None]) -> int:
     while True:  # read-only: the log is never created nor changed here; --follow waits for it to appear
         try:
             log = LocalEventLog(path, read_only=True)
@@ -70,7 +71,7 @@ def _tail_log(path: Path, args: argparse.Namespace) -> int:
                 hint = " (publish with APPEVENTS_EXPORTERS=local first)" if not path.exists() else ""
                 print(f"appevents tail: {exc}{hint}", file=sys.stderr)
                 return 1
-        time.sleep(args.interval)
+        wait(args.interval)
     widths = _table_widths()
     try:
         rows = log.query(event_type=args.type, workflow_id=args.workflow_id, last=args.n)
@@ -79,7 +80,7 @@ def _tail_log(path: Path, args: argparse.Namespace) -> int:
         _print_rows(rows, args.json, widths)
         last_seq = rows[-1].seq if rows else log.last_seq()
         while args.follow:
-            time.sleep(args.interval)
+            wait(args.interval)
             rows = log.query(event_type=args.type, workflow_id=args.workflow_id, after_seq=last_seq)
             if rows:
                 _print_rows(rows, args.json, widths)

@@ -175,9 +175,7 @@ def test_the_table_fits_the_terminal_width(tmp_path: Path) -> None:
     assert len(wide[0]) == len(table_header(column_widths()))
 
 
-def test_follow_waits_for_a_log_that_does_not_exist_yet(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_follow_waits_for_a_log_that_does_not_exist_yet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
     from appevents import _cli
@@ -193,9 +191,8 @@ def test_follow_waits_for_a_log_that_does_not_exist_yet(
         else:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(_cli.time, "sleep", sleep)
     args = argparse.Namespace(path=str(db), follow=True, json=True, type=None, workflow_id=None, n=20, interval=0.01)
 
-    assert _cli._tail(args) == 0
+    assert _cli._tail(args, wait=sleep) == 0
     assert sleeps[0] is False  # it waited for the log instead of creating it or giving up
     assert capsys.readouterr().out.splitlines() == [event.model_dump_json()]
