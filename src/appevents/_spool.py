@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appevents._encoded import EncodedEvent
-from appevents._sqlite import connect_wal, fork_safe, insert_rows, while_locked
+from appevents._sqlite import claim_file, connect_wal, fork_safe, insert_rows, safe_rollback, while_locked
 
 __all__ = ["Orphan", "Spool", "SpoolReader"]
 
@@ -78,8 +78,25 @@ STALE_AFTER_S = 300.0
 READ_MAX_BYTES = 64 * 1024 * 1024
 
 
-def _connect(path: Path, busy_timeout_s: float, sync: str) -> sqlite3.Connection:
-    return connect_wal(path, busy_timeout_s, sync=sync, autocommit=True)
+#: ``PRAGMA application_id`` of a spool file ("AESP"): a file without it is not taken for a spool.
+SPOOL_APPLICATION_ID = 0x41455350
+
+
+def _claim(db: sqlite3.Connection, path: Path) -> None:
+    claim_file(
+        db,
+        application_id=SPOOL_APPLICATION_ID,
+        schema=_SCHEMA,
+        path=path,
+        what="an appevents spool",
+        setting="APPEVENTS_SPOOL_PATH",
+    )
+
+
+def _connect(path: Path, busy_timeout_s: float, sync: str, *, claim: bool = False) -> sqlite3.Connection:
+    return connect_wal(
+        path, busy_timeout_s, sync=sync, autocommit=True, claim=(lambda db: _claim(db, path)) if claim else None
+    )
 
 
 @dataclass(frozen=True)
@@ -107,15 +124,13 @@ class Spool:
         self.exporters = tuple(exporters)
         self._sync = sync
         self._busy_timeout_s = busy_timeout_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = _connect(self.path, busy_timeout_s, sync)
+        self._db = _connect(self.path, busy_timeout_s, sync, claim=True)
         self.owner = uuid.uuid4().hex
         self._pid = os.getpid()
         self._host = socket.gethostname()
 
         @fork_safe
         def register() -> None:
-            self._db.executescript(_SCHEMA)
             self._db.execute(
                 "INSERT OR IGNORE INTO owners (owner, pid, started, host, exporters, heartbeat_ns)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -186,7 +201,7 @@ class Spool:
                 db.execute("UPDATE meta SET value = value + ? WHERE key = 'bytes'", (size,))
                 (last_seq,) = db.execute("SELECT last_insert_rowid()").fetchone()
         except BaseException:
-            db.execute("ROLLBACK")
+            safe_rollback(db)
             raise
         return taken, int(last_seq)
 
@@ -196,7 +211,7 @@ class Spool:
 
     @fork_safe
     def rollback(self) -> None:
-        self._db.execute("ROLLBACK")
+        safe_rollback(self._db)
 
     @fork_safe
     def heartbeat(self) -> None:
@@ -223,7 +238,7 @@ class Spool:
                     db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            safe_rollback(db)
             raise
 
     def _purge(self, owner: str, up_to: int) -> None:

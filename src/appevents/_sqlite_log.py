@@ -20,10 +20,11 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 
 from appevents._counting import LogOnce
 from appevents._encoded import EncodedEvent, ExportOutcome
+from appevents._errors import ConfigurationError
 from appevents._models import Event
 from appevents._records import encoded_from_record, event_from_json
 from appevents._settings import AppEventsSettings
-from appevents._sqlite import connect_wal, fork_safe, insert_rows, while_locked
+from appevents._sqlite import claim_file, connect_wal, fork_safe, insert_rows
 
 __all__ = ["LocalEventLog", "LocalExporter", "StoredEvent", "create_local_exporter"]
 
@@ -45,6 +46,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_type ON events (event_type);
 CREATE INDEX IF NOT EXISTS events_by_workflow ON events (workflow_id);
 """
+
+#: ``PRAGMA application_id`` of an event log file ("AELG"): a file without it is not taken for a log.
+LOG_APPLICATION_ID = 0x41454C47
 
 
 _INSERT_BODIES = (
@@ -76,14 +80,19 @@ class LocalEventLog:
 
     def __init__(self, path: Path | str, *, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = connect_wal(self.path, busy_timeout_s)
-        try:
-            while_locked(fork_safe(lambda: self._db.executescript(_SCHEMA)), busy_timeout_s)
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = connect_wal(
+            self.path,
+            busy_timeout_s,
+            claim=lambda db: claim_file(
+                db,
+                application_id=LOG_APPLICATION_ID,
+                schema=_SCHEMA,
+                path=self.path,
+                what="an appevents event log",
+                setting="APPEVENTS_LOCAL_PATH",
+            ),
+        )
 
     def append(self, events: Sequence[tuple[Event, str, int | None]]) -> int:
         """Store ``(event, event_json, published_ns)`` rows in one transaction; returns how many were new."""
@@ -227,7 +236,7 @@ class LocalExporter(LogRecordExporter):
             try:
                 refused = set(self._open().append_bodies(rows))
                 break
-            except (OSError, sqlite3.Error) as exc:
+            except (OSError, sqlite3.Error, ConfigurationError) as exc:  # ConfigurationError: a file not ours
                 if self._log is None:
                     reason = f"cannot open the event log at {self.path}: {type(exc).__name__}: {exc}"
                 else:

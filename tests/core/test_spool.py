@@ -145,7 +145,7 @@ def test_an_unusable_spool_path_is_refused_by_configure_naming_the_path_and_the_
     blocker.write_text("")
     with pytest.raises(ConfigurationError) as refused:
         configure(_settings(blocker / "spool.db"), exporters={"dest": Switchable()})
-    assert str(blocker / "spool.db") in str(refused.value) and "FileExistsError" in str(refused.value)
+    assert str(blocker / "spool.db") in str(refused.value) and "NotADirectoryError" in str(refused.value)
 
 
 def test_an_exporter_named_like_the_spool_stage_is_refused_in_durable_mode(tmp_path: Path) -> None:
