@@ -169,6 +169,8 @@ class Channel:
         self._max_batch = max_batch
         self._delay = schedule_delay_s
         self._queue: deque[EncodedEvent] = deque()
+        #: Reasons of events dropped at the door, appended by publishers without a lock (see _drop_at_door).
+        self._door_drops: deque[str] = deque()
         self._lock = threading.Lock()
         self._progress = threading.Condition(self._lock)
         self._counts = _Counts()
@@ -180,6 +182,9 @@ class Channel:
         self._full_warned = False
         self._spool_reader_factory = spool_reader
         self._sources: list[_Source] = [_Source(spool_owner, 0)] if spool_owner is not None else []
+        self._turn = 0  # which source _take reads first next time
+        self._unspooled_open = 0  # durable mode: events taken in memory (the spool failing), not settled yet
+        self._reader: SpoolReader | None = None
         self._thread = threading.Thread(target=self._run, name=f"appevents-{name}", daemon=True)
 
     def start(self) -> Channel:
@@ -198,31 +203,66 @@ class Channel:
         """How many more events :meth:`offer` queues now (0 once closing)."""
         return 0 if self._refusing else max(0, self._max_queue - len(self._queue))
 
-    def offer(self, event: EncodedEvent) -> None:
-        """Queue ``event`` (a deque append); a full or closed queue drops it, counted, one warning an episode."""
+    def offer(self, event: EncodedEvent) -> bool:
+        """Queue ``event`` (a deque append); True if queued. A full or closed queue drops it, counted, one warning
+        an episode. Takes no lock (see :meth:`_drop_at_door`): a signal handler may publish on a thread that was
+        interrupted in here."""
         if self._refusing or len(self._queue) >= self._max_queue:
             self._drop_at_door(event, "shutdown" if self._refusing else "queue_full")
-            return
+            return False
         self._queue.append(event)
         if (event.waiter is not None or len(self._queue) >= self._max_batch) and not self._wake.is_set():
             self._wake.set()
+        return True
+
+    def offer_unspooled(self, event: EncodedEvent) -> bool:
+        """Durable mode, the spool failing (disk full, I/O error): take ``event`` in memory, best effort — sent
+        like memory mode's events (before the spool's rows), counted by this channel like the committed ones, and
+        dropped (``queue_full``) only at the memory bound. Called by the spool writer's thread."""
+        if self._refusing or len(self._queue) >= self._max_queue:
+            self._drop_at_door(event, "shutdown" if self._refusing else "queue_full")
+            return False
+        with self._lock:
+            self._counts.committed += 1
+            self._unspooled_open += 1
+            self._queue.append(event)
+        if not self._wake.is_set():
+            self._wake.set()
+        return True
 
     def _drop_at_door(self, event: EncodedEvent, reason: str) -> None:
-        self._metrics.dropped_one(reason)
-        with self._lock:
-            self._counts.dropped_at_door += 1
-            self._counts.dropped_reasons[reason] += 1
-            warn = not self._full_warned
-            self._full_warned = True
+        # No lock and no metrics call here: the caller may be a signal handler that interrupted this very thread
+        # inside a lock (a non-reentrant lock would deadlock it), or workflow code (where a metrics instrument's
+        # lock is a restricted call). A Counter update under the GIL is enough for a count read later; the
+        # channel thread records it in the metrics (see _record_door_drops).
+        self._door_drops.append(reason)
         if event.waiter is not None:
             event.waiter.release(False, reason)
-        if warn:
+        if not self._full_warned:
+            self._full_warned = True
             _logger.warning(
                 "appevents: the %s queue is %s; new events are dropped and counted until it drains "
                 "(raise APPEVENTS_MAX_QUEUE_SIZE, set APPEVENTS_SPOOL_PATH, or check the destination)",
                 self.name,
                 "closed" if reason == "shutdown" else f"full ({self._max_queue} events)",
             )
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def _record_door_drops_locked(self) -> None:
+        """Move the drops at the door (appended lock-free by publishers) into the counters and metrics."""
+        drops = self._door_drops
+        if not drops:
+            return
+        reasons: Counter[str] = Counter()
+        while drops:
+            try:
+                reasons[drops.popleft()] += 1
+            except IndexError:
+                break
+        self._metrics.dropped(reasons)
+        self._counts.dropped_at_door += sum(reasons.values())
+        self._counts.dropped_reasons.update(reasons)
 
     # -- spool writer (spool mode) -------------------------------------------------------------------------------
     def committed(self, count: int) -> None:
@@ -252,7 +292,7 @@ class Channel:
 
     # -- exporter thread -----------------------------------------------------------------------------------------
     def _run(self) -> None:
-        reader = self._spool_reader_factory() if self._spool_reader_factory is not None else None
+        reader = self._reader = self._spool_reader_factory() if self._spool_reader_factory is not None else None
         try:
             while not self._stop.is_set():
                 self._wake.wait(self._delay)
@@ -277,18 +317,21 @@ class Channel:
             return self._settled_target_locked() <= self._counts.settled
 
     def _take(self, reader: SpoolReader | None) -> tuple[list[EncodedEvent], _Source | None, int]:
-        if reader is None:
+        if reader is None or self._queue:  # memory mode; in durable mode, events the spool could not take
             with self._lock:
                 batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
-                self._counts.taken += len(batch)
+                if reader is None:
+                    self._counts.taken += len(batch)
                 if not self._queue:
                     self._full_warned = False
             return batch, None, 0
-        while True:
-            with self._lock:
-                source = next((s for s in self._sources if not s.finished), None)
-            if source is None:
-                return [], None, 0
+        with self._lock:
+            sources = [s for s in self._sources if not s.finished]
+        # Fair between sources: a replay of an orphan's rows takes turns with this pipeline's own (live) rows, so a
+        # fresh event waits for one batch of the replay, not for the whole of it.
+        start = self._turn % len(sources) if sources else 0
+        for index in range(start, start + len(sources)):
+            source = sources[index % len(sources)]
             try:
                 rows = reader.read(source.owner, source.cursor, self._max_batch)
             except Exception as exc:  # locked past the busy timeout, I/O error: try again later, never give up
@@ -296,16 +339,17 @@ class Channel:
                 self._stop.wait(1.0)
                 return [], None, 0
             if not rows:
-                if not source.orphan:
-                    return [], None, 0
-                with self._lock:
-                    source.finished = True  # an orphan appends no more: replayed to the end
+                if source.orphan:
+                    with self._lock:
+                        source.finished = True  # an orphan appends no more: replayed to the end
                 continue
+            self._turn = index + 1
             wanted = rows if self._accepts is None else [row for row in rows if self.wants(row)]
             if source.orphan:
                 with self._lock:
                     self._counts.committed += len(wanted)
             return wanted, source, rows[-1].seq
+        return [], None, 0
 
     def _deliver(self, batch: list[EncodedEvent], source: _Source | None, last_seq: int) -> None:
         attempt = 0
@@ -329,7 +373,11 @@ class Channel:
                 )
                 outcome.failed.extend((event, "unavailable") for event in outcome.retry)
                 outcome.retry = []
-            self._settle(batch, outcome)
+            self._settle(batch, outcome, source)
+            if source is not None:
+                # Per event: the cursor passes everything settled before the first event kept for a retry, and is
+                # saved at once, so a crash re-sends at most the batch in flight.
+                self._advance(source, min(e.seq for e in outcome.retry) - 1 if outcome.retry else last_seq)
             batch = outcome.retry
             if not batch:
                 break
@@ -348,11 +396,22 @@ class Channel:
             if self._stop.wait(delay / 2 + random.uniform(0, delay / 2)):
                 return  # stopped: what is not settled stays in the spool, the cursor stays before it
         if source is not None:
-            with self._progress:
-                source.cursor = max(source.cursor, last_seq)
-                self._progress.notify_all()
+            self._advance(source, last_seq)
             if attempt:
                 self._log_once.reset("kept")
+
+    def _advance(self, source: _Source, seq: int) -> None:
+        """Move ``source``'s cursor to ``seq`` and save it in the spool (the writer's checkpoint purges rows)."""
+        with self._progress:
+            if seq <= source.cursor:
+                return
+            source.cursor = seq
+            self._progress.notify_all()
+        if self._reader is not None:
+            try:
+                self._reader.save_cursor(source.owner, self.name, seq)
+            except Exception as exc:  # locked, disk full: the writer's checkpoint saves it later
+                self._log_once.failure("cursor", exc, f"{self.name}: saving its spool cursor", "saved later")
 
     def _call(self, batch: list[EncodedEvent]) -> ExportOutcome:
         start = time.perf_counter()
@@ -366,7 +425,7 @@ class Channel:
         finally:
             self._metrics.export_duration(time.perf_counter() - start)
 
-    def _settle(self, batch: list[EncodedEvent], outcome: ExportOutcome) -> None:
+    def _settle(self, batch: list[EncodedEvent], outcome: ExportOutcome, source: _Source | None = None) -> None:
         """Count ``outcome`` for ``batch``: the events it does not list were delivered; ``retry`` stays pending."""
         failed, dropped = outcome.failed, outcome.dropped
         delivered = len(batch) - len(failed) - len(dropped) - len(outcome.retry)
@@ -376,6 +435,9 @@ class Channel:
         self._metrics.failed(failed_reasons)
         self._metrics.dropped(dropped_reasons)
         with self._progress:
+            self._record_door_drops_locked()
+            if self.spooled and source is None:
+                self._unspooled_open -= len(batch) - len(outcome.retry)
             counts = self._counts
             counts.delivered += delivered
             counts.failed += len(failed)
@@ -402,8 +464,9 @@ class Channel:
         has passed ``seq`` (the last one committed) — False if ``deadline`` passed first."""
         if self.spooled:
 
-            def done() -> bool:  # called with the lock held
-                return not self._sources or self._sources[-1].cursor >= seq
+            def done() -> bool:  # called with the lock held; in-memory events (the spool failing) settled too
+                caught_up = not self._sources or self._sources[-1].cursor >= seq
+                return caught_up and not self._unspooled_open
         else:
             with self._progress:
                 target = self._settled_target_locked()
@@ -446,9 +509,13 @@ class Channel:
     def count_leftovers(self) -> None:
         """After the thread ended: events still queued (memory mode) are lost at shutdown — counted as dropped."""
         with self._lock:
+            self._record_door_drops_locked()
             left = list(self._queue)
             self._queue.clear()
-            self._counts.taken += len(left)
+            if self.spooled:  # in durable mode, in-memory events were counted as committed when taken
+                self._unspooled_open -= len(left)
+            else:
+                self._counts.taken += len(left)
             self._counts.dropped += len(left)
             if left:
                 self._counts.dropped_reasons["shutdown"] += len(left)
@@ -463,6 +530,7 @@ class Channel:
 
     def stats(self) -> DeliveryStats:
         with self._lock:
+            self._record_door_drops_locked()
             c = self._counts
             accepted = (c.committed if self.spooled else c.taken + len(self._queue)) + c.dropped_at_door
             dropped = c.dropped_at_door + c.dropped

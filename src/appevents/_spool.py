@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appevents._encoded import EncodedEvent
+from appevents._errors import ConfigurationError
 from appevents._sqlite import claim_file, connect_wal, fork_safe, insert_rows, safe_rollback, while_locked
 
 __all__ = ["Orphan", "Spool", "SpoolReader"]
@@ -71,9 +72,28 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('bytes', 0);
 """
 
-#: An owner on another host whose heartbeat is older than this is taken for dead (on this host the process table
-#: answers: pid and start time).
-STALE_AFTER_S = 300.0
+#: Filesystems SQLite's WAL mode cannot be shared on (its shared memory index needs one host's mmap and locks).
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "9p",
+        "afs",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "fuse.sshfs",
+        "fuse.s3fs",
+        "fuse.gcsfuse",
+        "fuse.rclone",
+        "virtiofs",
+        "davfs",
+        "fuse.davfs2",
+    }
+)
 #: Most bytes of event bodies one read returns (besides its row limit): SQLite caps one value at 1e9 bytes.
 READ_MAX_BYTES = 64 * 1024 * 1024
 
@@ -124,6 +144,12 @@ class Spool:
         self.exporters = tuple(exporters)
         self._sync = sync
         self._busy_timeout_s = busy_timeout_s
+        fs = filesystem_type(self.path.parent)
+        if fs in NETWORK_FILESYSTEMS:
+            raise ConfigurationError(
+                f"the spool at {self.path} (APPEVENTS_SPOOL_PATH) is on a network filesystem ({fs}): SQLite's WAL "
+                "mode works on one host only. Put the spool on a local disk (one per host)."
+            )
         self._db = _connect(self.path, busy_timeout_s, sync, claim=True)
         self.owner = uuid.uuid4().hex
         self._pid = os.getpid()
@@ -256,12 +282,11 @@ class Spool:
         that has their exporters: replaying them here would settle them without those destinations."""
         if not self.exporters:
             return [], []
-        now = time.time_ns()
         rows = self._db.execute(
             "SELECT owner, pid, started, host, exporters, heartbeat_ns, closed, adopted_by FROM owners"
         ).fetchall()
         alive: dict[str, bool] = {}
-        for owner, pid, started, host, _, heartbeat_ns, closed, _ in rows:
+        for owner, pid, started, host, _, _, closed, _ in rows:
             if owner == self.owner:
                 alive[owner] = True
             elif closed:
@@ -269,7 +294,10 @@ class Spool:
             elif host == self._host:  # the process table answers; a stale heartbeat does not make it dead
                 alive[owner] = _pid_alive(pid) and _process_start(pid) == started
             else:
-                alive[owner] = now - heartbeat_ns <= STALE_AFTER_S * 1e9
+                # Another host's process table cannot be asked, and a heartbeat compares two hosts' wall clocks (a
+                # clock step makes a live owner look dead). WAL needs one host anyway (see filesystem_type):
+                # such rows wait for their owner to come back on its own host.
+                alive[owner] = True
         claimed: list[Orphan] = []
         left: list[tuple[str, str]] = []
         mine = set(self.exporters)
@@ -295,15 +323,17 @@ class Spool:
         return int(count), int(used)
 
     @fork_safe
-    def close(self) -> None:
+    def close(self) -> int:
         """Forget this owner if none of its rows is left, else mark it closed (its leftovers become an orphan for
-        the next pipeline); close the connection."""
+        the next pipeline); close the connection. Returns how many of this owner's rows are left."""
         try:
-            if self._db.execute("SELECT 1 FROM events WHERE owner = ? LIMIT 1", (self.owner,)).fetchone() is None:
+            (left,) = self._db.execute("SELECT COUNT(*) FROM events WHERE owner = ?", (self.owner,)).fetchone()
+            if not left:
                 self._db.execute("DELETE FROM cursors WHERE owner = ?", (self.owner,))
                 self._db.execute("DELETE FROM owners WHERE owner = ?", (self.owner,))
             else:
                 self._db.execute("UPDATE owners SET closed = 1 WHERE owner = ?", (self.owner,))
+            return int(left)
         finally:
             self._db.close()
 
@@ -356,8 +386,41 @@ class SpoolReader:
         return events
 
     @fork_safe
+    def save_cursor(self, owner: str, exporter: str, seq: int) -> None:
+        """Persist that ``exporter`` settled ``owner``'s rows up to ``seq`` (never moves a cursor back)."""
+        self._db.execute(
+            "INSERT INTO cursors (owner, exporter, seq) VALUES (?, ?, ?)"
+            " ON CONFLICT (owner, exporter) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+            (owner, exporter, seq),
+        )
+
+    @fork_safe
     def close(self) -> None:
         self._db.close()
+
+
+def filesystem_type(directory: Path, mounts: str | None = None) -> str:
+    """The type of the filesystem ``directory`` (or its nearest existing parent) is on, from ``/proc/mounts``
+    (``mounts``: that file's text); empty where it cannot be told."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return ""
+    target = directory.absolute()
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    target = target.resolve()
+    best, best_type = "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = str(target) == point or str(target).startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, best_type = point, fields[2]
+    return best_type
 
 
 def _pid_alive(pid: int) -> bool:

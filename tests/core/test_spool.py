@@ -96,7 +96,11 @@ def test_what_is_left_at_shutdown_stays_in_the_spool_and_the_next_pipeline_deliv
         EventStore.publish(event)
     assert EventStore.shutdown(timeout_s=0.5) is True, "kept in the spool is not lost"
     [report] = [r.getMessage() for r in caplog.records if "did not deliver everything" in r.getMessage()]
-    assert "dest: 0 of 50 delivered, 50 kept in the spool" in report and str(spool) in report
+    assert (
+        "dest: 0 of 50 delivered, 50 not delivered yet (in the spool)" in report
+        and "spool: 50 event(s) of this run kept" in report
+        and str(spool) in report
+    )
     assert spooled_rows(spool) == 50
 
     dest = Switchable()
