@@ -121,6 +121,7 @@ class _Source:
     cursor: int
     orphan: bool = False
     finished: bool = False
+    counted: int = 0  # an orphan's rows are counted (as committed) when first read: up to this seq
 
 
 @dataclass
@@ -345,9 +346,10 @@ class Channel:
                 continue
             self._turn = index + 1
             wanted = rows if self._accepts is None else [row for row in rows if self.wants(row)]
-            if source.orphan:
+            if source.orphan:  # counted once, however often a row is read again (see _back_off)
                 with self._lock:
-                    self._counts.committed += len(wanted)
+                    self._counts.committed += sum(1 for row in wanted if row.seq > source.counted)
+                    source.counted = max(source.counted, rows[-1].seq)
             return wanted, source, rows[-1].seq
         return [], None, 0
 
@@ -393,12 +395,22 @@ class Channel:
                 )
             delay = min(_RETRY_BACKOFF_S[1], _RETRY_BACKOFF_S[0] * 2**attempt)
             attempt += 1
-            if self._stop.wait(delay / 2 + random.uniform(0, delay / 2)):
-                return  # stopped: what is not settled stays in the spool, the cursor stays before it
+            if not self._back_off(delay / 2 + random.uniform(0, delay / 2)):
+                return  # what is not settled stays in the spool, the cursor before it: read again later
         if source is not None:
             self._advance(source, last_seq)
             if attempt:
                 self._log_once.reset("kept")
+
+    def _back_off(self, delay_s: float) -> bool:
+        """Wait ``delay_s`` before offering a spool batch again; False if it should not be offered now: stopped,
+        or events the spool could not take wait in memory (they are sent first, best effort, not held back by a
+        destination's outage)."""
+        deadline = time.monotonic() + delay_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self._stop.wait(min(remaining, 0.05)) or self._queue:
+                return False
+        return not self._stop.is_set()
 
     def _advance(self, source: _Source, seq: int) -> None:
         """Move ``source``'s cursor to ``seq`` and save it in the spool (the writer's checkpoint purges rows)."""

@@ -325,7 +325,7 @@ class EventStore:
             context = span.get_span_context()
             attributes = record_attributes(event)
             waiter = Waiter() if wait and workflow is None else None
-            pipeline.submit(
+            taken = pipeline.submit(
                 EncodedEvent(
                     event.event_id,
                     event.event_type,
@@ -340,7 +340,8 @@ class EventStore:
             )
             if settings.span_events and span.is_recording():
                 span.add_event(event.event_type, attributes)
-            return True if waiter is None else waiter
+            # Refused at the door (a full or closed queue): counted there, in stats(); the caller hears False.
+            return taken if waiter is None else waiter
         except Exception as exc:
             cls._counted_refusal(f"error:{type(exc).__name__}")
             cls._state.log_once.failure("publish", exc, "publishing an event", "it is not published")

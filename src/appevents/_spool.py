@@ -400,17 +400,14 @@ class SpoolReader:
 
 
 def filesystem_type(directory: Path, mounts: str | None = None) -> str:
-    """The type of the filesystem ``directory`` (or its nearest existing parent) is on, from ``/proc/mounts``
+    """The type of the filesystem ``directory`` is (or would be) on, from ``/proc/mounts``
     (``mounts``: that file's text); empty where it cannot be told."""
     if mounts is None:
         try:
             mounts = Path("/proc/mounts").read_text()
         except OSError:
             return ""
-    target = directory.absolute()
-    while not target.exists() and target != target.parent:
-        target = target.parent
-    target = target.resolve()
+    target = directory.absolute().resolve()  # symlinks of the part that exists resolved, the rest kept
     best, best_type = "", ""
     for line in mounts.splitlines():
         fields = line.split()
