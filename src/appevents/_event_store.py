@@ -34,7 +34,7 @@ from appevents import _runtime
 from appevents._counting import DeliveryStats, LogOnce
 from appevents._encoded import EncodedEvent, Waiter
 from appevents._enrichment import DEFAULT_ENRICHERS, Enricher, enrich
-from appevents._metrics import instruments_for
+from appevents._metrics import count_refusal, reset_refusals
 from appevents._models import Event
 from appevents._pipeline import Pipeline
 from appevents._records import record_attributes
@@ -293,6 +293,9 @@ class EventStore:
                 # sandbox. The plugin (or the interceptor) configures at worker start, outside it.
                 pipeline = cls._state.pipeline
                 if pipeline is None:
+                    host = _host_event_store(workflow)
+                    if host is not None:  # the sandbox's own copy of appevents: the process's copy publishes
+                        return host._submit_from_sandbox(event, wait)
                     cls._count_unpublished(in_workflow=True)
                     return False
             if pipeline is None or not pipeline.has_destinations:
@@ -348,10 +351,24 @@ class EventStore:
             return False
 
     @classmethod
+    def _submit_from_sandbox(cls, event: Any, wait: bool) -> bool | Waiter:
+        """Publish an event built by the sandbox's copy of appevents (a worker without the plugin re-imports
+        appevents inside the workflow sandbox, with its own, unconfigured ``EventStore``): as this process's
+        ``Event`` — the same fields, validated again — through this copy, which runs on the real modules the way
+        the plugin's pass-through makes it run."""
+        try:
+            own = Event.model_validate(event.model_dump(), strict=False)
+        except Exception as exc:
+            cls._counted_refusal(f"error:{type(exc).__name__}")
+            cls._state.log_once.failure("sandbox", exc, "taking an event from the workflow sandbox", "not published")
+            return False
+        return cls._submit(own, wait)
+
+    @classmethod
     def _counted_refusal(cls, reason: str) -> None:
         """One event refused at publish: ``unpublished_count()`` and ``appevents.events.refused``."""
         cls._state.unpublished += 1
-        instruments_for().refused.add(1, {"reason": reason})
+        count_refusal(reason)
 
     @classmethod
     def _refuse(cls, reason: str, message: str, *args: object) -> None:
@@ -413,6 +430,7 @@ class EventStore:
             state._env_settings = None
             state.log_once = LogOnce(_logger)  # a new lifecycle reports its problems again
             state.unpublished = 0
+            reset_refusals()
             _runtime.set_max_event_bytes(None)
         return True if pipeline is None else pipeline.shutdown(timeout_s)
 
@@ -456,6 +474,23 @@ def configuration_set_aside() -> Iterator[None]:
         with state.lock:
             state.pipeline, state.enrichers, state.configured = saved.pipeline, saved.enrichers, saved.configured
             _runtime.set_max_event_bytes(saved.pipeline.settings.max_event_bytes if saved.pipeline else None)
+
+
+def _host_event_store(workflow: Any) -> type[EventStore] | None:
+    """Inside the workflow sandbox, when this module is the sandbox's own copy (appevents not passed through, as
+    on a worker without the plugin): the process's ``EventStore``, imported through temporalio's own
+    ``imports_passed_through``; None otherwise (this is the process's copy, or it cannot be told)."""
+    unsafe = workflow.unsafe
+    try:
+        if not unsafe.in_sandbox():
+            return None
+        with unsafe.imports_passed_through():
+            # A module the sandbox has not imported yet, so temporalio passes the process's own through.
+            host: Any = __import__("appevents._host", fromlist=["EventStore"])
+    except Exception:  # an older temporalio, a restricted import: refused and counted here instead
+        return None
+    store = getattr(host, "EventStore", None)
+    return None if store is None or store is EventStore else store
 
 
 def _resolve(future: asyncio.Future[bool], ok: bool) -> None:

@@ -37,6 +37,7 @@ weak registry): a pipeline that was shut down (or replaced by ``configure()``) r
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import weakref
@@ -109,8 +110,9 @@ class Instruments:
         self.dropped = meter.create_counter(
             "appevents.events.dropped", unit="{event}", description="Events deliberately not sent, by reason"
         )
-        self.refused = meter.create_counter(
+        meter.create_observable_counter(
             "appevents.events.refused",
+            callbacks=[_observe_refusals],
             unit="{event}",
             description="Events refused at publish, before any exporter saw them, by reason",
         )
@@ -278,6 +280,30 @@ def use_meter_provider(provider: MeterProvider | None) -> None:
     global provider, ``opentelemetry.metrics.set_meter_provider``). Pipelines already built keep theirs."""
     global _override
     _override = provider
+
+
+#: Refusals at publish by reason, since the last ``EventStore.shutdown()`` (as ``unpublished_count()``). Counted
+#: without a lock or an instrument call: a refusal may happen in a signal handler that interrupted this thread in a
+#: lock, or in workflow code, where creating a lock is a restricted call. ``next()`` on an ``itertools.count`` and
+#: ``dict.setdefault`` are atomic in CPython.
+_refusals: dict[str, itertools.count[int]] = {}
+
+
+def count_refusal(reason: str) -> None:
+    """One event refused at publish for ``reason`` (``appevents.events.refused``)."""
+    counter = _refusals.get(reason)
+    next(counter if counter is not None else _refusals.setdefault(reason, itertools.count()))
+
+
+def reset_refusals() -> None:
+    _refusals.clear()
+
+
+def _observe_refusals(options: CallbackOptions) -> Iterable[Observation]:
+    return [
+        Observation(int(repr(counter)[6:-1]), {"reason": reason})  # count(N): next() was called N times
+        for reason, counter in list(_refusals.items())
+    ]
 
 
 def instruments_for(provider: MeterProvider | None = None) -> Instruments:
