@@ -77,6 +77,9 @@ class _State:
         self.log_once = LogOnce(_logger)
         self.unpublished = 0
         self.recipe: _Recipe | None = None
+        #: Set by the exit drain: a publish after it (an atexit handler, a daemon thread) returns False and is
+        #: counted (``interpreter_exit``) instead of going to a pipeline that nothing would drain.
+        self.exiting = False
 
     @property
     def settings(self) -> AppEventsSettings:
@@ -193,10 +196,15 @@ class EventStore:
         state = cls._state
         _runtime.set_max_event_bytes(settings.max_event_bytes)
         if not state.exit_hook_registered:
-            _register_exit_drain(cls.shutdown)
+            _register_exit_drain(cls._exit_drain)
             state.exit_hook_registered = True
         if settings.handle_sigterm and not state.sigterm_handled:
             state.sigterm_handled = _exit_cleanly_on_sigterm()
+
+    @classmethod
+    def _exit_drain(cls) -> None:
+        cls._state.exiting = True
+        cls.shutdown()
 
     @classmethod
     def _pipeline(cls) -> Pipeline | None:
@@ -283,6 +291,14 @@ class EventStore:
     def _submit(cls, event: Event, wait: bool) -> bool | Waiter:
         """Enrich, encode once, hand over. Returns the waiter when one was asked for, else whether it was taken."""
         try:
+            if cls._state.exiting:
+                cls._refuse(
+                    "interpreter_exit",
+                    "appevents: an event was published after the exit drain (from an atexit handler or a thread "
+                    "still running at exit); it is not delivered: publish returned False. Publish before exit, or "
+                    "call EventStore.shutdown() yourself after the last publish; further ones are counted",
+                )
+                return False
             workflow = _runtime.temporal_workflow_module()
             if workflow is None:
                 pipeline = cls._pipeline()
@@ -445,6 +461,7 @@ class EventStore:
             state.configured = False
         state.log_once = LogOnce(_logger)
         state.unpublished = 0
+        state.exiting = False
 
     @classmethod
     def stats(cls) -> dict[str, DeliveryStats]:
@@ -519,3 +536,31 @@ def _after_fork_in_parent() -> None:
 os.register_at_fork(
     before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=EventStore._after_fork_in_child
 )
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM, installed at import: exit through ``SystemExit`` (so the exit drain delivers what is queued) when a
+    pipeline is live and ``APPEVENTS_HANDLE_SIGTERM`` is on; otherwise do what SIGTERM does without a handler."""
+    state = EventStore._state
+    pipeline = state.pipeline
+    if pipeline is not None and pipeline.settings.handle_sigterm and not state.exiting:
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _handle_sigterm_from_import() -> None:
+    """Signal handlers can only be installed from the main thread, and the first publish is often elsewhere (an
+    activity on a thread pool, a worker's thread). The import usually is on the main thread: install there a
+    handler that decides when the signal comes (see :func:`_on_sigterm`) — only where SIGTERM has no handler yet
+    (an application's or a framework's own is left alone, and one installed later replaces this one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # e.g. the Temporal sandbox re-importing appevents on a workflow thread
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError, RuntimeError):  # not allowed here (an embedded interpreter): configure() retries
+        pass
+
+
+_handle_sigterm_from_import()

@@ -246,27 +246,21 @@ class StageMetrics:
 
 class EventTypeAttributes:
     """``event.type`` attribute sets for ``appevents.events.published``: the first ``limit`` distinct types get
-    their own (built once), later ones share ``other``."""
+    their own (built once), later ones share ``other``. On the publish path, so without a lock (a signal handler
+    may publish on a thread interrupted in here): publishers racing for the last places may admit a few more."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._known: dict[str, dict[str, str]] = {}
         self._other = {"event.type": OTHER_EVENT_TYPE}
-        self._lock = threading.Lock()
 
     def __call__(self, event_type: str) -> dict[str, str]:
         attributes = self._known.get(event_type)
-        return attributes if attributes is not None else self._admit(event_type)
-
-    def _admit(self, event_type: str) -> dict[str, str]:
-        with self._lock:
-            attributes = self._known.get(event_type)
-            if attributes is not None:
-                return attributes
-            if len(self._known) >= self._limit:
-                return self._other
-            attributes = self._known[event_type] = {"event.type": event_type}
+        if attributes is not None:
             return attributes
+        if len(self._known) >= self._limit:
+            return self._other
+        return self._known.setdefault(event_type, {"event.type": event_type})
 
 
 _lock = threading.Lock()

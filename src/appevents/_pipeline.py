@@ -129,7 +129,7 @@ class Pipeline:
         self._shutting_down = False
         self._closed = False
         self._startup: deque[EncodedEvent] = deque()
-        self._build_lock = threading.Lock()
+        self._build_lock = threading.RLock()  # re-entered by a signal handler that publishes during the build
         self._builder: threading.Thread | None = None
         if background:
             self._builder = threading.Thread(target=self._build_quietly, name="appevents-build", daemon=True)
