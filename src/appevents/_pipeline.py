@@ -33,7 +33,7 @@ from appevents._metrics import EventTypeAttributes, instruments_for
 from appevents._records import LOGGER_NAME
 from appevents._registry import available_exporters, load_exporter
 from appevents._settings import AppEventsSettings
-from appevents._spool import Spool
+from appevents._spool import Spool, destination_of
 from appevents._spool_writer import SpoolWriter
 from appevents._version import __version__
 
@@ -166,7 +166,7 @@ class Pipeline:
                 spool = Spool(
                     settings.spool_path,
                     max_bytes=settings.spool_max_bytes,
-                    exporters=list(exporters),
+                    exporters={name: destination_of(exporter) for name, exporter in exporters.items()},
                     sync=settings.spool_sync,
                 )
             except Exception as exc:

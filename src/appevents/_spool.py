@@ -121,10 +121,33 @@ def _connect(path: Path, busy_timeout_s: float, sync: str, *, claim: bool = Fals
 
 @dataclass(frozen=True)
 class Orphan:
-    """Another owner's leftovers, claimed by this spool: replay from ``cursors`` (exporter → seq)."""
+    """Another owner's leftovers, claimed by this spool: replay to ``exporters`` (the ones its owner had, each with
+    the same destination here) from ``cursors`` (exporter → seq)."""
 
     owner: str
     cursors: Mapping[str, int]
+    exporters: tuple[str, ...] = ()
+
+
+def destination_of(exporter: object) -> str:
+    """What tells one exporter's destination from another's in the spool: the exporter's class, and where it sends
+    (its ``destination`` — a log file, a sidecar and component, a Segment source — or an OTLP exporter's
+    endpoint). An orphan's rows are replayed only to an exporter with the same name and the same destination."""
+    kind = f"{type(exporter).__module__}.{type(exporter).__qualname__}"
+    declared = getattr(exporter, "destination", None) or getattr(exporter, "_endpoint", None)
+    return f"{kind} {declared}" if isinstance(declared, str) else kind
+
+
+def _parse_exporters(stored: str) -> dict[str, str]:
+    """An owner's exporters as stored: a JSON object name → destination; a comma-separated list of names (from a
+    version that did not record destinations: the name alone is then compared)."""
+    if stored.startswith("{"):
+        try:
+            parsed = json.loads(stored)
+        except ValueError:
+            return {}
+        return {str(name): str(destination) for name, destination in parsed.items()}
+    return {name: "" for name in stored.split(",") if name}
 
 
 class Spool:
@@ -135,13 +158,16 @@ class Spool:
         path: Path | str,
         *,
         max_bytes: int,
-        exporters: Sequence[str],
+        exporters: Mapping[str, str] | Sequence[str],
         sync: str = "normal",
         busy_timeout_s: float = 30.0,
     ) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
-        self.exporters = tuple(exporters)
+        #: name → destination (see :func:`destination_of`); names alone compare by name only.
+        self.exporters: dict[str, str] = (
+            dict(exporters) if isinstance(exporters, Mapping) else {name: "" for name in exporters}
+        )
         self._sync = sync
         self._busy_timeout_s = busy_timeout_s
         fs = filesystem_type(self.path.parent)
@@ -165,7 +191,7 @@ class Spool:
                     self._pid,
                     _process_start(self._pid),
                     self._host,
-                    ",".join(self.exporters),
+                    json.dumps(self.exporters, sort_keys=True),
                     time.time_ns(),
                 ),
             )
@@ -278,8 +304,9 @@ class Spool:
     @fork_safe
     def claim_orphans(self) -> tuple[list[Orphan], list[tuple[str, str]]]:
         """Claim every owner whose process is gone (or that was closed with events left) and whose exporters are
-        all configured here, with its cursors. Also returns (owner, its exporters) of orphans left for a pipeline
-        that has their exporters: replaying them here would settle them without those destinations."""
+        all configured here — the same names with the same destinations — with its cursors; its rows are then
+        replayed to those exporters only. Also returns (owner, its exporters) of orphans left for a pipeline that
+        has their exporters: replaying them here would settle them without those destinations."""
         if not self.exporters:
             return [], []
         rows = self._db.execute(
@@ -300,19 +327,27 @@ class Spool:
                 alive[owner] = True
         claimed: list[Orphan] = []
         left: list[tuple[str, str]] = []
-        mine = set(self.exporters)
+        mine = self.exporters
         for owner, *_, exporters, _, _, adopted_by in rows:
             if alive[owner] or (adopted_by is not None and alive.get(adopted_by, False)):
                 continue
-            if not set(filter(None, exporters.split(","))) <= mine:
-                left.append((owner, exporters))
+            theirs = _parse_exporters(exporters)
+            missing = [
+                name
+                for name, where in theirs.items()
+                if name not in mine or (where and mine[name] and where != mine[name])
+            ]
+            if missing:
+                left.append(
+                    (owner, ", ".join(f"{name} ({theirs[name] or 'destination not recorded'})" for name in missing))
+                )
                 continue
             updated = self._db.execute(
                 "UPDATE owners SET adopted_by = ? WHERE owner = ? AND adopted_by IS ?", (self.owner, owner, adopted_by)
             ).rowcount
             if updated:
                 cursors = dict(self._db.execute("SELECT exporter, seq FROM cursors WHERE owner = ?", (owner,)))
-                claimed.append(Orphan(owner, cursors))
+                claimed.append(Orphan(owner, cursors, tuple(theirs)))
         return claimed, left
 
     @fork_safe

@@ -73,18 +73,19 @@ class SpoolWriter:
     def _claim_orphans(self) -> None:
         claimed, left = self.spool.claim_orphans()
         for orphan in claimed:
-            self._adopting[orphan.owner] = {c.name for c in self._channels}
-            for channel in self._channels:
+            # Only to the exporters its owner had (each with the same destination here), from their own cursors.
+            targets = [c for c in self._channels if c.name in orphan.exporters]
+            self._adopting[orphan.owner] = {c.name for c in targets}
+            for channel in targets:
                 channel.adopt(orphan)
-        for owner, exporters in left:
+        for owner, missing in left:
             self._log_once(
                 f"left:{owner}",
                 logging.WARNING,
-                "appevents: the spool at %s holds events of a previous run for exporters %s, not all configured "
-                "here (%s); they are left for a run that has them",
+                "appevents: the spool at %s holds events of a previous run for destinations not configured here: "
+                "%s; they are left for a run that has them",
                 self.spool.path,
-                exporters or "(none)",
-                ", ".join(self.spool.exporters),
+                missing,
             )
 
     # -- publishing caller ---------------------------------------------------------------------------------------

@@ -219,6 +219,11 @@ class LocalExporter(LogRecordExporter):
         self._log: LocalEventLog | None = None
         self._log_once = LogOnce(logging.getLogger("appevents"))
 
+    @property
+    def destination(self) -> str:
+        """The log file, as the durable spool tells destinations apart (see :func:`appevents._spool.destination_of`)."""
+        return f"local {self.path.absolute().resolve()}"
+
     def _open(self) -> LocalEventLog:
         # Opened on the exporter thread at first export: configure() and the caller's path touch no disk.
         if self._log is None:

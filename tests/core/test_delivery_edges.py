@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -270,3 +272,141 @@ def test_a_spool_on_a_network_filesystem_is_told_apart() -> None:
     assert filesystem_type(Path("/mnt/shared/local/x"), mounts) == "tmpfs"
     assert filesystem_type(Path("/var/lib/app"), mounts) == "ext4"
     assert {"nfs4", "cifs"} <= NETWORK_FILESYSTEMS and "tmpfs" not in NETWORK_FILESYSTEMS
+
+
+# -- orphans go where they were published for ------------------------------------------------------------------------
+ORPHAN_APP = """
+import sys
+from appevents import AppEventsSettings, Event, EventStore, configure
+
+configure(AppEventsSettings(exporters=["local"], local_path=sys.argv[1], spool_path=sys.argv[2]))
+for n in range(500):
+    assert EventStore.publish(Event(event_type="of.a", data={"n": n}), wait=(n % 50 == 49))
+print("COMMITTED", flush=True)
+sys.stdin.read()  # killed here, its events still in the spool (its log cannot be written)
+"""
+
+
+def _killed_publisher(tmp_path: Path, log: Path, spool: Path) -> None:
+    """Publisher A: exporter ``local`` at ``log``, whose directory is a file for now (every write fails, its rows
+    stay in the spool); killed with SIGKILL once its 500 events are committed."""
+    app = tmp_path / "a.py"
+    app.write_text(ORPHAN_APP)
+    process = subprocess.Popen(
+        [sys.executable, str(app), str(log), str(spool)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "COMMITTED"
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def test_an_orphan_goes_only_to_the_destinations_it_was_published_for(tmp_path: Path) -> None:
+    spool = tmp_path / "spool.db"
+    blocked = tmp_path / "a-logs"
+    blocked.write_text("not a directory yet")
+    log_a = blocked / "events.db"
+    _killed_publisher(tmp_path, log_a, spool)
+    blocked.unlink()
+
+    # B: local at another file, plus another exporter: A's rows are not B's to deliver anywhere.
+    log_b = tmp_path / "b-events.db"
+    other = Recorder()
+    configure(_settings(spool, exporters=["local"], local_path=log_b), exporters={"other": other})
+    assert EventStore.publish(Event(event_type="of.b"), wait=True)
+    assert EventStore.flush_sync(10)
+    EventStore.pipeline().writer._claim_orphans()  # type: ignore[union-attr]  # the periodic scan, now
+    assert EventStore.flush_sync(10)
+    assert [i for i in other.delivered if i.startswith("of.a")] == []
+    assert {e.event_type for e in LocalEventLog(log_b)} == {"of.b"}
+    assert len(other.delivered) == 1
+    assert_identity(EventStore.stats())
+    assert EventStore.shutdown(5)
+
+    # C: A's destination again, beside another exporter: A's rows go to A's log only, from A's cursor.
+    witness = Recorder()
+    configure(_settings(spool, exporters=["local"], local_path=log_a), exporters={"witness": witness})
+    assert wait_until(lambda: log_a.exists() and LocalEventLog(log_a).count() == 500, 30)
+    assert EventStore.flush_sync(10)
+    assert sorted(e.data["n"] for e in LocalEventLog(log_a)) == list(range(500))  # type: ignore[type-var]
+    assert witness.delivered == []
+    assert_identity(EventStore.stats())
+    assert EventStore.shutdown(5)
+    db = sqlite3.connect(spool)
+    assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
+    db.close()
+
+
+# -- duplicates after kill -9 ----------------------------------------------------------------------------------------
+KILL_LOOP_APP = """
+import os, sqlite3, sys, time
+from appevents import AppEventsSettings, Event, EventStore, configure
+from appevents.exporting import ExportOutcome
+
+class FileRecorder:
+    '''Appends the id of every event it is given to a file: what reached the destination, duplicates included.'''
+
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+
+    def export_events(self, batch):
+        os.write(self.fd, "".join(e.event_id + "\\n" for e in batch).encode())
+        return ExportOutcome()
+
+    def shutdown(self):
+        pass
+
+round_, spool, delivered, committed = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+last = sys.argv[5] == "last"
+configure(AppEventsSettings(exporters=[], spool_path=spool), exporters={"rec": FileRecorder(delivered)})
+claims = os.open(committed, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+print("STARTED", flush=True)
+n = 0
+deadline = time.monotonic() + (0.5 if last else 60)
+while time.monotonic() < deadline:
+    ids = []
+    for _ in range(40):  # ~4,000 events/s
+        event = Event(event_type="loop.event", data={"round": round_, "n": n})
+        ids.append(event.event_id)
+        EventStore.publish(event, wait=(len(ids) == 40))
+        n += 1
+    os.write(claims, "".join(i + "\\n" for i in ids).encode())  # committed: the last one was waited for
+    time.sleep(0.01)
+if last:
+    assert EventStore.flush_sync(30)
+    db = sqlite3.connect(spool)
+    end = time.monotonic() + 60
+    while db.execute("SELECT COUNT(*) FROM events").fetchone()[0] and time.monotonic() < end:
+        time.sleep(0.05)  # the orphans of the killed rounds replay
+    print("LEFT", db.execute("SELECT COUNT(*) FROM events").fetchone()[0], flush=True)
+    EventStore.shutdown(10)
+"""
+
+
+def test_duplicates_after_kill_9_are_bounded_by_what_was_in_flight(tmp_path: Path) -> None:
+    app = tmp_path / "loop.py"
+    app.write_text(KILL_LOOP_APP)
+    spool, delivered, committed = tmp_path / "spool.db", tmp_path / "delivered.txt", tmp_path / "committed.txt"
+    rounds = 6
+    for round_ in range(rounds + 1):
+        last = round_ == rounds
+        args = [str(round_), str(spool), str(delivered), str(committed), "last" if last else "kill"]
+        process = subprocess.Popen([sys.executable, str(app), *args], stdout=subprocess.PIPE, text=True)
+        try:
+            assert process.stdout is not None and process.stdout.readline().strip() == "STARTED"
+            if last:
+                out, _ = process.communicate(timeout=90)
+                assert process.returncode == 0 and "LEFT 0" in out, out
+            else:
+                time.sleep(0.8)
+                process.send_signal(signal.SIGKILL)
+        finally:
+            process.kill()
+            process.wait(10)
+    ids = delivered.read_text().split()
+    unique = set(ids)
+    claimed = set(committed.read_text().split())
+    assert claimed <= unique, f"{len(claimed - unique)} committed event(s) never delivered"
+    duplicates = len(ids) - len(unique)
+    assert duplicates <= 0.02 * len(unique), f"{duplicates} duplicates of {len(unique)} events"
