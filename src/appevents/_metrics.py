@@ -82,6 +82,10 @@ class Observed(Protocol):
         """(``event.type`` value or None, events published) so far."""
         ...
 
+    def observe_durability_lost(self) -> str | None:
+        """The spool path when durable mode was asked for but its spool could not be opened, else None."""
+        ...
+
 
 class Instruments:
     """The appevents instruments of one meter provider, created once (an SDK meter keeps the first callbacks of an
@@ -140,6 +144,13 @@ class Instruments:
             callbacks=[self._observe_spool_rows],
             unit="{event}",
             description="Events in the durable spool",
+        )
+        meter.create_observable_gauge(
+            "appevents.spool.unusable",
+            callbacks=[self._observe_spool_unusable],
+            unit="1",
+            description="1 while durable mode is asked for (APPEVENTS_SPOOL_PATH) but its spool could not be "
+            "opened: the exporters go on in memory, without durability",
         )
         meter.create_observable_gauge(
             "appevents.spool.bytes",
@@ -202,6 +213,10 @@ class Instruments:
     def _observe_spool_bytes(self, options: CallbackOptions) -> Iterable[Observation]:
         spools = self._spools()
         return [Observation(sum(size for _, size in spools.values()))] if spools else []
+
+    def _observe_spool_unusable(self, options: CallbackOptions) -> Iterable[Observation]:
+        lost = {path for source in self._live() if (path := source.observe_durability_lost()) is not None}
+        return [Observation(1, {"spool.path": path}) for path in sorted(lost)]
 
 
 class StageMetrics:

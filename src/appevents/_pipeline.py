@@ -398,6 +398,10 @@ class Pipeline:
         """(``event.type`` value or None, events published), for ``appevents.events.published``."""
         return [(key, _count_of(counter)) for key, counter in list(self._published.items())]
 
+    def observe_durability_lost(self) -> str | None:
+        """The spool path while durable mode is off for want of a usable spool (``appevents.spool.unusable``)."""
+        return None if self.durability_lost is None else str(self.settings.spool_path)
+
     def observe_spool(self) -> tuple[str, int, int] | None:
         """(spool path, rows, bytes) as the writer last read them, for ``appevents.spool.size``/``.bytes``."""
         writer = self.writer

@@ -17,11 +17,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from appevents import AppEventsSettings, DeliveryStats, Event, EventStore, configure
 from appevents._spool import NETWORK_FILESYSTEMS, Spool, filesystem_type
 from appevents._sqlite_log import LocalEventLog
 from appevents.exporting import EncodedEvent, ExportOutcome
+from support.metric_points import Metrics
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -161,7 +163,7 @@ def test_a_full_disk_with_the_destination_down_settles_everything_and_bounds_mem
 
 # -- a spool that cannot be used -----------------------------------------------------------------------------------
 def test_a_corrupt_spool_found_on_first_use_leaves_the_exporters_on_in_memory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, reader: InMemoryMetricReader
 ) -> None:
     spool = tmp_path / "spool.db"
     spool.write_bytes(b"SQLite format 3\0" + os.urandom(8192))
@@ -179,6 +181,8 @@ def test_a_corrupt_spool_found_on_first_use_leaves_the_exporters_on_in_memory(
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "WITHOUT durability" in errors[0]
     assert_identity(EventStore.stats())
+    unusable = Metrics(reader).values("appevents.spool.unusable")
+    assert unusable == {frozenset({("spool.path", str(spool))}): 1}, unusable
 
 
 def test_publish_returns_false_for_what_is_known_to_be_refused(tmp_path: Path) -> None:
