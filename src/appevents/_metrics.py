@@ -14,9 +14,9 @@ Instruments (units per the OpenTelemetry conventions):
 * ``appevents.events.exported`` / ``.failed`` / ``.dropped`` (counters, ``{event}``, attribute ``exporter``;
   ``failed`` and ``dropped`` also ``reason``) — exactly ``EventStore.stats()``'s ``delivered``, ``failed_reasons``
   and ``dropped_reasons`` per stage. The ``spool`` stage (durable mode) reports as ``exporter="spool"``: events
-  committed to the spool count as exported there, refused ones as dropped (``spool_full``, ``spool_error``,
-  ``queue_full``, ``shutdown``);
-* ``appevents.events.refused`` (counter, ``{event}``, ``reason``) — events refused at publish, before the pipeline
+  committed to the spool count as exported there, refused ones as dropped (``spool_full``, ``queue_full``,
+  ``shutdown``), ones a failing disk could not take as failed (``spool_error``: they went on in memory);
+* ``appevents.events.refused`` (observable counter, ``{event}``, ``reason``) — events refused at publish, before the pipeline
   took them, as ``EventStore.unpublished_count()`` counts them: ``no_destination`` (nothing configured, or every
   exporter failed to build), ``workflow_unconfigured`` (published from workflow code before the pipeline was set
   up), ``too_large`` (data grown past the cap after construction), ``error:<type>`` (e.g. data changed in place
