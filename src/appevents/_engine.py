@@ -17,7 +17,9 @@ without a spool, and kept and offered again after a backoff with one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import random
 import threading
 import time
@@ -113,6 +115,39 @@ def shutdown_exporter(exporter: object, name: str = "") -> None:
         _logger.error("appevents: shutting exporter %s down failed: %r", name or type(exporter).__name__, exc)
 
 
+class _Wake:
+    """The wake-up of a channel's thread, given by publishers (and signal handlers) without a lock: a
+    ``SimpleQueue.put`` is reentrant — safe in a signal handler that interrupted this very call — where a
+    ``threading.Event`` takes a non-reentrant lock. At most one wake-up token is pending at a time, so a busy
+    channel costs its publishers one attribute read."""
+
+    __slots__ = ("_pending", "_tokens")
+
+    def __init__(self) -> None:
+        self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._pending = False
+
+    def is_set(self) -> bool:
+        return self._pending
+
+    def set(self) -> None:
+        if not self._pending:
+            self._pending = True
+            self._tokens.put(None)
+
+    def wait(self, timeout_s: float) -> None:
+        with contextlib.suppress(queue.Empty):
+            self._tokens.get(timeout=timeout_s)
+
+    def clear(self) -> None:
+        # Tokens first, then the flag: a set() in between leaves a token behind (a spurious wake-up, harmless);
+        # the other order could eat its token and leave the flag set — a lost wake-up.
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._tokens.get_nowait()
+        self._pending = False
+
+
 @dataclass
 class _Source:
     """Where a spool-mode channel reads: its own pipeline's rows, or an orphan's being replayed."""
@@ -175,7 +210,7 @@ class Channel:
         self._lock = threading.Lock()
         self._progress = threading.Condition(self._lock)
         self._counts = _Counts()
-        self._wake = threading.Event()
+        self._wake = _Wake()
         self._stop = threading.Event()  # stop now: abandon what is not settled
         self._closing = False  # stop once everything is settled
         self._refusing = False  # new events are dropped at the door (shutdown)
@@ -212,7 +247,7 @@ class Channel:
             self._drop_at_door(event, "shutdown" if self._refusing else "queue_full")
             return False
         self._queue.append(event)
-        if (event.waiter is not None or len(self._queue) >= self._max_batch) and not self._wake.is_set():
+        if not self._wake.is_set():  # an idle channel sends at once; a busy one takes what accumulated meanwhile
             self._wake.set()
         return True
 

@@ -16,11 +16,11 @@ Instruments (units per the OpenTelemetry conventions):
   and ``dropped_reasons`` per stage. The ``spool`` stage (durable mode) reports as ``exporter="spool"``: events
   committed to the spool count as exported there, refused ones as dropped (``spool_full``, ``queue_full``,
   ``shutdown``), ones a failing disk could not take as failed (``spool_error``: they went on in memory);
-* ``appevents.events.refused`` (observable counter, ``{event}``, ``reason``) — events refused at publish, before the pipeline
-  took them, as ``EventStore.unpublished_count()`` counts them: ``no_destination`` (nothing configured, or every
-  exporter failed to build), ``workflow_unconfigured`` (published from workflow code before the pipeline was set
-  up), ``too_large`` (data grown past the cap after construction), ``error:<type>`` (e.g. data changed in place
-  into something that is not JSON);
+* ``appevents.events.refused`` (observable counter, ``{event}``, ``reason``) — events refused at publish, before
+  the pipeline took them, as ``EventStore.unpublished_count()`` counts them: ``no_destination`` (nothing
+  configured, or every exporter failed to build), ``workflow_unconfigured`` (published from workflow code with no
+  pipeline configured in the process), ``interpreter_exit`` (after the exit drain), ``too_large`` (data grown past
+  the cap after construction), ``error:<type>`` (e.g. data changed in place into something that is not JSON);
 * ``appevents.events.retried`` (counter, ``{event}``, ``exporter``) — events offered again after a destination
   answered ``retry`` (durable mode), once per event and re-offer;
 * ``appevents.export.duration`` (histogram, ``s``, ``exporter``) — one point per export call;
