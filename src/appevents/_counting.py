@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
-import threading
 from dataclasses import dataclass, field
 
 __all__ = ["DeliveryStats", "LogOnce"]
@@ -17,18 +17,20 @@ class LogOnce:
     """Log a message the first time a given cause is seen; later occurrences are only counted.
 
     ``reset(cause)`` re-arms a cause (e.g. when a component comes back, so the next outage is reported again).
+    Takes no lock: a signal handler may publish (and so come here) on a thread interrupted in here, where a
+    non-reentrant lock would deadlock it; a dict's ``setdefault`` and ``next()`` on an ``itertools.count`` are
+    atomic in CPython, so a cause is still logged once.
     """
 
     def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
-        self._seen: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._seen: dict[str, itertools.count[int]] = {}
 
     def __call__(self, cause: str, level: int, message: str, *args: object) -> bool:
-        with self._lock:
-            count = self._seen.get(cause, 0)
-            self._seen[cause] = count + 1
-        if count == 0:
+        counter = self._seen.get(cause)
+        if counter is None:
+            counter = self._seen.setdefault(cause, itertools.count())
+        if next(counter) == 0:
             self._logger.log(level, message, *args)
             return True
         return False
@@ -50,11 +52,15 @@ class LogOnce:
         )
 
     def count(self, cause: str) -> int:
-        with self._lock:
-            return self._seen.get(cause, 0)
+        counter = self._seen.get(cause)
+        return 0 if counter is None else int(repr(counter)[6:-1])  # count(N): next() was called N times
 
     def reset(self, cause: str) -> None:
-        with self._lock:
+        self._seen.pop(cause, None)
+
+    def reset_prefix(self, prefix: str) -> None:
+        """Re-arm every cause that starts with ``prefix`` (e.g. every failure of one scope)."""
+        for cause in [c for c in list(self._seen) if c.startswith(prefix)]:
             self._seen.pop(cause, None)
 
 

@@ -53,6 +53,7 @@ from appevents._otel_route import unused_otel_route
 from appevents._otlp_probe import check_otlp
 from appevents._registry import EXPORTER_ENTRY_POINT_GROUP, unknown_exporter
 from appevents._settings import AppEventsSettings
+from appevents._spool import NETWORK_FILESYSTEMS, SPOOL_APPLICATION_ID, filesystem_type
 from appevents._variables import unknown_variables
 
 __all__ = ["DEFAULT_TIMEOUT_S", "format_checks", "load_env_file", "passed", "run_checks", "run_doctor"]
@@ -393,6 +394,14 @@ def _check_spool(settings: AppEventsSettings, timeout_s: float) -> Check:
     assert path is not None
     name = "spool"
     fix = f"make {path.parent} writable, or set APPEVENTS_SPOOL_PATH to a writable path"
+    filesystem = filesystem_type(path.absolute().parent)
+    if filesystem in NETWORK_FILESYSTEMS:
+        return Check(
+            name,
+            False,
+            f"{path} is on a network filesystem ({filesystem}): SQLite's WAL mode works on one host only",
+            "put the spool on a local disk, one per host",
+        )
     if not path.exists():
         ancestor = path.absolute().parent
         while not ancestor.exists():
@@ -405,6 +414,9 @@ def _check_spool(settings: AppEventsSettings, timeout_s: float) -> Check:
         try:
             db.isolation_level = None
             db.execute("PRAGMA query_only=ON")
+            (marked,) = db.execute("PRAGMA application_id").fetchone()
+            if marked not in (0, SPOOL_APPLICATION_ID):
+                raise sqlite3.DatabaseError(f"application_id {marked:#x}: not an appevents spool")
             (count,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
             oldest = db.execute("SELECT timestamp_ns FROM events ORDER BY seq LIMIT 1").fetchone()
             row = db.execute("SELECT value FROM meta WHERE key = 'bytes'").fetchone()

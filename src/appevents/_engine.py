@@ -17,7 +17,9 @@ without a spool, and kept and offered again after a backoff with one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import random
 import threading
 import time
@@ -118,6 +120,39 @@ def shutdown_exporter(exporter: object, name: str = "") -> None:
         _logger.error("appevents: shutting exporter %s down failed: %r", name or type(exporter).__name__, exc)
 
 
+class _Wake:
+    """The wake-up of a channel's thread, given by publishers (and signal handlers) without a lock: a
+    ``SimpleQueue.put`` is reentrant — safe in a signal handler that interrupted this very call — where a
+    ``threading.Event`` takes a non-reentrant lock. At most one wake-up token is pending at a time, so a busy
+    channel costs its publishers one attribute read."""
+
+    __slots__ = ("_pending", "_tokens")
+
+    def __init__(self) -> None:
+        self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._pending = False
+
+    def is_set(self) -> bool:
+        return self._pending
+
+    def set(self) -> None:
+        if not self._pending:
+            self._pending = True
+            self._tokens.put(None)
+
+    def wait(self, timeout_s: float) -> None:
+        with contextlib.suppress(queue.Empty):
+            self._tokens.get(timeout=timeout_s)
+
+    def clear(self) -> None:
+        # Tokens first, then the flag: a set() in between leaves a token behind (a spurious wake-up, harmless);
+        # the other order could eat its token and leave the flag set — a lost wake-up.
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._tokens.get_nowait()
+        self._pending = False
+
+
 @dataclass
 class _Source:
     """Where a spool-mode channel reads: its own pipeline's rows, or an orphan's being replayed."""
@@ -126,6 +161,7 @@ class _Source:
     cursor: int
     orphan: bool = False
     finished: bool = False
+    counted: int = 0  # an orphan's rows are counted (as committed) when first read: up to this seq
 
 
 @dataclass
@@ -174,10 +210,12 @@ class Channel:
         self._max_batch = max_batch
         self._delay = schedule_delay_s
         self._queue: deque[EncodedEvent] = deque()
+        #: Reasons of events dropped at the door, appended by publishers without a lock (see _drop_at_door).
+        self._door_drops: deque[str] = deque()
         self._lock = threading.Lock()
         self._progress = threading.Condition(self._lock)
         self._counts = _Counts()
-        self._wake = threading.Event()
+        self._wake = _Wake()
         self._stop = threading.Event()  # stop now: abandon what is not settled
         self._closing = False  # stop once everything is settled
         self._refusing = False  # new events are dropped at the door (shutdown)
@@ -185,6 +223,9 @@ class Channel:
         self._full_warned = False
         self._spool_reader_factory = spool_reader
         self._sources: list[_Source] = [_Source(spool_owner, 0)] if spool_owner is not None else []
+        self._turn = 0  # which source _take reads first next time
+        self._unspooled_open = 0  # durable mode: events taken in memory (the spool failing), not settled yet
+        self._reader: SpoolReader | None = None
         self._thread = threading.Thread(target=self._run, name=f"appevents-{name}", daemon=True)
 
     def start(self) -> Channel:
@@ -203,31 +244,66 @@ class Channel:
         """How many more events :meth:`offer` queues now (0 once closing)."""
         return 0 if self._refusing else max(0, self._max_queue - len(self._queue))
 
-    def offer(self, event: EncodedEvent) -> None:
-        """Queue ``event`` (a deque append); a full or closed queue drops it, counted, one warning an episode."""
+    def offer(self, event: EncodedEvent) -> bool:
+        """Queue ``event`` (a deque append); True if queued. A full or closed queue drops it, counted, one warning
+        an episode. Takes no lock (see :meth:`_drop_at_door`): a signal handler may publish on a thread that was
+        interrupted in here."""
         if self._refusing or len(self._queue) >= self._max_queue:
             self._drop_at_door(event, "shutdown" if self._refusing else "queue_full")
-            return
+            return False
         self._queue.append(event)
-        if (event.waiter is not None or len(self._queue) >= self._max_batch) and not self._wake.is_set():
+        if not self._wake.is_set():  # an idle channel sends at once; a busy one takes what accumulated meanwhile
             self._wake.set()
+        return True
+
+    def offer_unspooled(self, event: EncodedEvent) -> bool:
+        """Durable mode, the spool failing (disk full, I/O error): take ``event`` in memory, best effort — sent
+        like memory mode's events (before the spool's rows), counted by this channel like the committed ones, and
+        dropped (``queue_full``) only at the memory bound. Called by the spool writer's thread."""
+        if self._refusing or len(self._queue) >= self._max_queue:
+            self._drop_at_door(event, "shutdown" if self._refusing else "queue_full")
+            return False
+        with self._lock:
+            self._counts.committed += 1
+            self._unspooled_open += 1
+            self._queue.append(event)
+        if not self._wake.is_set():
+            self._wake.set()
+        return True
 
     def _drop_at_door(self, event: EncodedEvent, reason: str) -> None:
-        self._metrics.dropped_one(reason)
-        with self._lock:
-            self._counts.dropped_at_door += 1
-            self._counts.dropped_reasons[reason] += 1
-            warn = not self._full_warned
-            self._full_warned = True
+        # No lock and no metrics call here: the caller may be a signal handler that interrupted this very thread
+        # inside a lock (a non-reentrant lock would deadlock it), or workflow code (where a metrics instrument's
+        # lock is a restricted call). A Counter update under the GIL is enough for a count read later; the
+        # channel thread records it in the metrics (see _record_door_drops).
+        self._door_drops.append(reason)
         if event.waiter is not None:
             event.waiter.release(False, reason)
-        if warn:
+        if not self._full_warned:
+            self._full_warned = True
             _logger.warning(
                 "appevents: the %s queue is %s; new events are dropped and counted until it drains "
                 "(raise APPEVENTS_MAX_QUEUE_SIZE, set APPEVENTS_SPOOL_PATH, or check the destination)",
                 self.name,
                 "closed" if reason == "shutdown" else f"full ({self._max_queue} events)",
             )
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def _record_door_drops_locked(self) -> None:
+        """Move the drops at the door (appended lock-free by publishers) into the counters and metrics."""
+        drops = self._door_drops
+        if not drops:
+            return
+        reasons: Counter[str] = Counter()
+        while drops:
+            try:
+                reasons[drops.popleft()] += 1
+            except IndexError:
+                break
+        self._metrics.dropped(reasons)
+        self._counts.dropped_at_door += sum(reasons.values())
+        self._counts.dropped_reasons.update(reasons)
 
     # -- spool writer (spool mode) -------------------------------------------------------------------------------
     def committed(self, count: int) -> None:
@@ -257,7 +333,7 @@ class Channel:
 
     # -- exporter thread -----------------------------------------------------------------------------------------
     def _run(self) -> None:
-        reader = self._spool_reader_factory() if self._spool_reader_factory is not None else None
+        reader = self._reader = self._spool_reader_factory() if self._spool_reader_factory is not None else None
         try:
             while not self._stop.is_set():
                 self._wake.wait(self._delay)
@@ -282,18 +358,21 @@ class Channel:
             return self._settled_target_locked() <= self._counts.settled
 
     def _take(self, reader: SpoolReader | None) -> tuple[list[EncodedEvent], _Source | None, int]:
-        if reader is None:
+        if reader is None or self._queue:  # memory mode; in durable mode, events the spool could not take
             with self._lock:
                 batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
-                self._counts.taken += len(batch)
+                if reader is None:
+                    self._counts.taken += len(batch)
                 if not self._queue:
                     self._full_warned = False
             return batch, None, 0
-        while True:
-            with self._lock:
-                source = next((s for s in self._sources if not s.finished), None)
-            if source is None:
-                return [], None, 0
+        with self._lock:
+            sources = [s for s in self._sources if not s.finished]
+        # Fair between sources: a replay of an orphan's rows takes turns with this pipeline's own (live) rows, so a
+        # fresh event waits for one batch of the replay, not for the whole of it.
+        start = self._turn % len(sources) if sources else 0
+        for index in range(start, start + len(sources)):
+            source = sources[index % len(sources)]
             try:
                 rows = reader.read(source.owner, source.cursor, self._max_batch)
             except Exception as exc:  # locked past the busy timeout, I/O error: try again later, never give up
@@ -301,16 +380,18 @@ class Channel:
                 self._stop.wait(1.0)
                 return [], None, 0
             if not rows:
-                if not source.orphan:
-                    return [], None, 0
-                with self._lock:
-                    source.finished = True  # an orphan appends no more: replayed to the end
+                if source.orphan:
+                    with self._lock:
+                        source.finished = True  # an orphan appends no more: replayed to the end
                 continue
+            self._turn = index + 1
             wanted = rows if self._accepts is None else [row for row in rows if self.wants(row)]
-            if source.orphan:
+            if source.orphan:  # counted once, however often a row is read again (see _back_off)
                 with self._lock:
-                    self._counts.committed += len(wanted)
+                    self._counts.committed += sum(1 for row in wanted if row.seq > source.counted)
+                    source.counted = max(source.counted, rows[-1].seq)
             return wanted, source, rows[-1].seq
+        return [], None, 0
 
     def _deliver(self, batch: list[EncodedEvent], source: _Source | None, last_seq: int) -> None:
         attempt = 0
@@ -334,7 +415,11 @@ class Channel:
                 )
                 outcome.failed.extend((event, "unavailable") for event in outcome.retry)
                 outcome.retry = []
-            self._settle(batch, outcome)
+            self._settle(batch, outcome, source)
+            if source is not None:
+                # Per event: the cursor passes everything settled before the first event kept for a retry, and is
+                # saved at once, so a crash re-sends at most the batch in flight.
+                self._advance(source, min(e.seq for e in outcome.retry) - 1 if outcome.retry else last_seq)
             batch = outcome.retry
             if not batch:
                 break
@@ -350,14 +435,35 @@ class Channel:
                 )
             delay = min(_RETRY_BACKOFF_S[1], _RETRY_BACKOFF_S[0] * 2**attempt)
             attempt += 1
-            if self._stop.wait(delay / 2 + random.uniform(0, delay / 2)):
-                return  # stopped: what is not settled stays in the spool, the cursor stays before it
+            if not self._back_off(delay / 2 + random.uniform(0, delay / 2)):
+                return  # what is not settled stays in the spool, the cursor before it: read again later
         if source is not None:
-            with self._progress:
-                source.cursor = max(source.cursor, last_seq)
-                self._progress.notify_all()
+            self._advance(source, last_seq)
             if attempt:
                 self._log_once.reset("kept")
+
+    def _back_off(self, delay_s: float) -> bool:
+        """Wait ``delay_s`` before offering a spool batch again; False if it should not be offered now: stopped,
+        or events the spool could not take wait in memory (they are sent first, best effort, not held back by a
+        destination's outage)."""
+        deadline = time.monotonic() + delay_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self._stop.wait(min(remaining, 0.05)) or self._queue:
+                return False
+        return not self._stop.is_set()
+
+    def _advance(self, source: _Source, seq: int) -> None:
+        """Move ``source``'s cursor to ``seq`` and save it in the spool (the writer's checkpoint purges rows)."""
+        with self._progress:
+            if seq <= source.cursor:
+                return
+            source.cursor = seq
+            self._progress.notify_all()
+        if self._reader is not None:
+            try:
+                self._reader.save_cursor(source.owner, self.name, seq)
+            except Exception as exc:  # locked, disk full: the writer's checkpoint saves it later
+                self._log_once.failure("cursor", exc, f"{self.name}: saving its spool cursor", "saved later")
 
     def _call(self, batch: list[EncodedEvent]) -> ExportOutcome:
         start = time.perf_counter()
@@ -371,7 +477,7 @@ class Channel:
         finally:
             self._metrics.export_duration(time.perf_counter() - start)
 
-    def _settle(self, batch: list[EncodedEvent], outcome: ExportOutcome) -> None:
+    def _settle(self, batch: list[EncodedEvent], outcome: ExportOutcome, source: _Source | None = None) -> None:
         """Count ``outcome`` for ``batch``: the events it does not list were delivered; ``retry`` stays pending."""
         failed, dropped = outcome.failed, outcome.dropped
         delivered = len(batch) - len(failed) - len(dropped) - len(outcome.retry)
@@ -381,6 +487,9 @@ class Channel:
         self._metrics.failed(failed_reasons)
         self._metrics.dropped(dropped_reasons)
         with self._progress:
+            self._record_door_drops_locked()
+            if self.spooled and source is None:
+                self._unspooled_open -= len(batch) - len(outcome.retry)
             counts = self._counts
             counts.delivered += delivered
             counts.failed += len(failed)
@@ -407,8 +516,9 @@ class Channel:
         has passed ``seq`` (the last one committed) — False if ``deadline`` passed first."""
         if self.spooled:
 
-            def done() -> bool:  # called with the lock held
-                return not self._sources or self._sources[-1].cursor >= seq
+            def done() -> bool:  # called with the lock held; in-memory events (the spool failing) settled too
+                caught_up = not self._sources or self._sources[-1].cursor >= seq
+                return caught_up and not self._unspooled_open
         else:
             with self._progress:
                 target = self._settled_target_locked()
@@ -451,9 +561,13 @@ class Channel:
     def count_leftovers(self) -> None:
         """After the thread ended: events still queued (memory mode) are lost at shutdown — counted as dropped."""
         with self._lock:
+            self._record_door_drops_locked()
             left = list(self._queue)
             self._queue.clear()
-            self._counts.taken += len(left)
+            if self.spooled:  # in durable mode, in-memory events were counted as committed when taken
+                self._unspooled_open -= len(left)
+            else:
+                self._counts.taken += len(left)
             self._counts.dropped += len(left)
             if left:
                 self._counts.dropped_reasons["shutdown"] += len(left)
@@ -468,6 +582,7 @@ class Channel:
 
     def stats(self) -> DeliveryStats:
         with self._lock:
+            self._record_door_drops_locked()
             c = self._counts
             accepted = (c.committed if self.spooled else c.taken + len(self._queue)) + c.dropped_at_door
             dropped = c.dropped_at_door + c.dropped

@@ -34,7 +34,7 @@ from appevents import _runtime
 from appevents._counting import DeliveryStats, LogOnce
 from appevents._encoded import EncodedEvent, Waiter
 from appevents._enrichment import DEFAULT_ENRICHERS, Enricher, enrich
-from appevents._metrics import instruments_for
+from appevents._metrics import count_refusal, reset_refusals
 from appevents._models import Event
 from appevents._pipeline import Pipeline
 from appevents._records import record_attributes
@@ -77,6 +77,9 @@ class _State:
         self.log_once = LogOnce(_logger)
         self.unpublished = 0
         self.recipe: _Recipe | None = None
+        #: Set by the exit drain: a publish after it (an atexit handler, a daemon thread) returns False and is
+        #: counted (``interpreter_exit``) instead of going to a pipeline that nothing would drain.
+        self.exiting = False
 
     @property
     def settings(self) -> AppEventsSettings:
@@ -193,10 +196,15 @@ class EventStore:
         state = cls._state
         _runtime.set_max_event_bytes(settings.max_event_bytes)
         if not state.exit_hook_registered:
-            _register_exit_drain(cls.shutdown)
+            _register_exit_drain(cls._exit_drain)
             state.exit_hook_registered = True
         if settings.handle_sigterm and not state.sigterm_handled:
             state.sigterm_handled = _exit_cleanly_on_sigterm()
+
+    @classmethod
+    def _exit_drain(cls) -> None:
+        cls._state.exiting = True
+        cls.shutdown()
 
     @classmethod
     def _pipeline(cls) -> Pipeline | None:
@@ -283,6 +291,14 @@ class EventStore:
     def _submit(cls, event: Event, wait: bool) -> bool | Waiter:
         """Enrich, encode once, hand over. Returns the waiter when one was asked for, else whether it was taken."""
         try:
+            if cls._state.exiting:
+                cls._refuse(
+                    "interpreter_exit",
+                    "appevents: an event was published after the exit drain (from an atexit handler or a thread "
+                    "still running at exit); it is not delivered: publish returned False. Publish before exit, or "
+                    "call EventStore.shutdown() yourself after the last publish; further ones are counted",
+                )
+                return False
             workflow = _runtime.temporal_workflow_module()
             if workflow is None:
                 pipeline = cls._pipeline()
@@ -293,6 +309,9 @@ class EventStore:
                 # sandbox. The plugin (or the interceptor) configures at worker start, outside it.
                 pipeline = cls._state.pipeline
                 if pipeline is None:
+                    host = _host_event_store(workflow)
+                    if host is not None:  # the sandbox's own copy of appevents: the process's copy publishes
+                        return host._submit_from_sandbox(event, wait)
                     cls._count_unpublished(in_workflow=True)
                     return False
             if pipeline is None or not pipeline.has_destinations:
@@ -325,7 +344,7 @@ class EventStore:
             context = span.get_span_context()
             attributes = record_attributes(event)
             waiter = Waiter() if wait and workflow is None else None
-            pipeline.submit(
+            taken = pipeline.submit(
                 EncodedEvent(
                     event.event_id,
                     event.event_type,
@@ -340,17 +359,32 @@ class EventStore:
             )
             if settings.span_events and span.is_recording():
                 span.add_event(event.event_type, attributes)
-            return True if waiter is None else waiter
+            # Refused at the door (a full or closed queue): counted there, in stats(); the caller hears False.
+            return taken if waiter is None else waiter
         except Exception as exc:
             cls._counted_refusal(f"error:{type(exc).__name__}")
             cls._state.log_once.failure("publish", exc, "publishing an event", "it is not published")
             return False
 
     @classmethod
+    def _submit_from_sandbox(cls, event: Any, wait: bool) -> bool | Waiter:
+        """Publish an event built by the sandbox's copy of appevents (a worker without the plugin re-imports
+        appevents inside the workflow sandbox, with its own, unconfigured ``EventStore``): as this process's
+        ``Event`` — the same fields, validated again — through this copy, which runs on the real modules the way
+        the plugin's pass-through makes it run."""
+        try:
+            own = Event.model_validate(event.model_dump(), strict=False)
+        except Exception as exc:
+            cls._counted_refusal(f"error:{type(exc).__name__}")
+            cls._state.log_once.failure("sandbox", exc, "taking an event from the workflow sandbox", "not published")
+            return False
+        return cls._submit(own, wait)
+
+    @classmethod
     def _counted_refusal(cls, reason: str) -> None:
         """One event refused at publish: ``unpublished_count()`` and ``appevents.events.refused``."""
         cls._state.unpublished += 1
-        instruments_for().refused.add(1, {"reason": reason})
+        count_refusal(reason)
 
     @classmethod
     def _refuse(cls, reason: str, message: str, *args: object) -> None:
@@ -412,6 +446,7 @@ class EventStore:
             state._env_settings = None
             state.log_once = LogOnce(_logger)  # a new lifecycle reports its problems again
             state.unpublished = 0
+            reset_refusals()
             _runtime.set_max_event_bytes(None)
         return True if pipeline is None else pipeline.shutdown(timeout_s)
 
@@ -426,6 +461,7 @@ class EventStore:
             state.configured = False
         state.log_once = LogOnce(_logger)
         state.unpublished = 0
+        state.exiting = False
 
     @classmethod
     def stats(cls) -> dict[str, DeliveryStats]:
@@ -457,6 +493,23 @@ def configuration_set_aside() -> Iterator[None]:
             _runtime.set_max_event_bytes(saved.pipeline.settings.max_event_bytes if saved.pipeline else None)
 
 
+def _host_event_store(workflow: Any) -> type[EventStore] | None:
+    """Inside the workflow sandbox, when this module is the sandbox's own copy (appevents not passed through, as
+    on a worker without the plugin): the process's ``EventStore``, imported through temporalio's own
+    ``imports_passed_through``; None otherwise (this is the process's copy, or it cannot be told)."""
+    unsafe = workflow.unsafe
+    try:
+        if not unsafe.in_sandbox():
+            return None
+        with unsafe.imports_passed_through():
+            # A module the sandbox has not imported yet, so temporalio passes the process's own through.
+            host: Any = __import__("appevents._host", fromlist=["EventStore"])
+    except Exception:  # an older temporalio, a restricted import: refused and counted here instead
+        return None
+    store = getattr(host, "EventStore", None)
+    return None if store is None or store is EventStore else store
+
+
 def _resolve(future: asyncio.Future[bool], ok: bool) -> None:
     if not future.done():
         future.set_result(ok)
@@ -483,3 +536,31 @@ def _after_fork_in_parent() -> None:
 os.register_at_fork(
     before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=EventStore._after_fork_in_child
 )
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM, installed at import: exit through ``SystemExit`` (so the exit drain delivers what is queued) when a
+    pipeline is live and ``APPEVENTS_HANDLE_SIGTERM`` is on; otherwise do what SIGTERM does without a handler."""
+    state = EventStore._state
+    pipeline = state.pipeline
+    if pipeline is not None and pipeline.settings.handle_sigterm and not state.exiting:
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _handle_sigterm_from_import() -> None:
+    """Signal handlers can only be installed from the main thread, and the first publish is often elsewhere (an
+    activity on a thread pool, a worker's thread). The import usually is on the main thread: install there a
+    handler that decides when the signal comes (see :func:`_on_sigterm`) — only where SIGTERM has no handler yet
+    (an application's or a framework's own is left alone, and one installed later replaces this one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # e.g. the Temporal sandbox re-importing appevents on a workflow thread
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError, RuntimeError):  # not allowed here (an embedded interpreter): configure() retries
+        pass
+
+
+_handle_sigterm_from_import()

@@ -14,13 +14,13 @@ Instruments (units per the OpenTelemetry conventions):
 * ``appevents.events.exported`` / ``.failed`` / ``.dropped`` (counters, ``{event}``, attribute ``exporter``;
   ``failed`` and ``dropped`` also ``reason``) — exactly ``EventStore.stats()``'s ``delivered``, ``failed_reasons``
   and ``dropped_reasons`` per stage. The ``spool`` stage (durable mode) reports as ``exporter="spool"``: events
-  committed to the spool count as exported there, refused ones as dropped (``spool_full``, ``spool_error``,
-  ``queue_full``, ``shutdown``);
-* ``appevents.events.refused`` (counter, ``{event}``, ``reason``) — events refused at publish, before the pipeline
-  took them, as ``EventStore.unpublished_count()`` counts them: ``no_destination`` (nothing configured, or every
-  exporter failed to build), ``workflow_unconfigured`` (published from workflow code before the pipeline was set
-  up), ``too_large`` (data grown past the cap after construction), ``error:<type>`` (e.g. data changed in place
-  into something that is not JSON);
+  committed to the spool count as exported there, refused ones as dropped (``spool_full``, ``queue_full``,
+  ``shutdown``), ones a failing disk could not take as failed (``spool_error``: they went on in memory);
+* ``appevents.events.refused`` (observable counter, ``{event}``, ``reason``) — events refused at publish, before
+  the pipeline took them, as ``EventStore.unpublished_count()`` counts them: ``no_destination`` (nothing
+  configured, or every exporter failed to build), ``workflow_unconfigured`` (published from workflow code with no
+  pipeline configured in the process), ``interpreter_exit`` (after the exit drain), ``too_large`` (data grown past
+  the cap after construction), ``error:<type>`` (e.g. data changed in place into something that is not JSON);
 * ``appevents.events.retried`` (counter, ``{event}``, ``exporter``) — events offered again after a destination
   answered ``retry`` (durable mode), once per event and re-offer;
 * ``appevents.export.duration`` (histogram, ``s``, ``exporter``) — one point per export call;
@@ -37,6 +37,7 @@ weak registry): a pipeline that was shut down (or replaced by ``configure()``) r
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import weakref
@@ -81,6 +82,10 @@ class Observed(Protocol):
         """(``event.type`` value or None, events published) so far."""
         ...
 
+    def observe_durability_lost(self) -> str | None:
+        """The spool path when durable mode was asked for but its spool could not be opened, else None."""
+        ...
+
 
 class Instruments:
     """The appevents instruments of one meter provider, created once (an SDK meter keeps the first callbacks of an
@@ -109,8 +114,9 @@ class Instruments:
         self.dropped = meter.create_counter(
             "appevents.events.dropped", unit="{event}", description="Events deliberately not sent, by reason"
         )
-        self.refused = meter.create_counter(
+        meter.create_observable_counter(
             "appevents.events.refused",
+            callbacks=[_observe_refusals],
             unit="{event}",
             description="Events refused at publish, before any exporter saw them, by reason",
         )
@@ -138,6 +144,13 @@ class Instruments:
             callbacks=[self._observe_spool_rows],
             unit="{event}",
             description="Events in the durable spool",
+        )
+        meter.create_observable_gauge(
+            "appevents.spool.unusable",
+            callbacks=[self._observe_spool_unusable],
+            unit="1",
+            description="1 while durable mode is asked for (APPEVENTS_SPOOL_PATH) but its spool could not be "
+            "opened: the exporters go on in memory, without durability",
         )
         meter.create_observable_gauge(
             "appevents.spool.bytes",
@@ -201,6 +214,10 @@ class Instruments:
         spools = self._spools()
         return [Observation(sum(size for _, size in spools.values()))] if spools else []
 
+    def _observe_spool_unusable(self, options: CallbackOptions) -> Iterable[Observation]:
+        lost = {path for source in self._live() if (path := source.observe_durability_lost()) is not None}
+        return [Observation(1, {"spool.path": path}) for path in sorted(lost)]
+
 
 class StageMetrics:
     """One stage's (exporter's, or the spool's) recording: the instruments with attribute sets built once."""
@@ -244,27 +261,21 @@ class StageMetrics:
 
 class EventTypeAttributes:
     """``event.type`` attribute sets for ``appevents.events.published``: the first ``limit`` distinct types get
-    their own (built once), later ones share ``other``."""
+    their own (built once), later ones share ``other``. On the publish path, so without a lock (a signal handler
+    may publish on a thread interrupted in here): publishers racing for the last places may admit a few more."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._known: dict[str, dict[str, str]] = {}
         self._other = {"event.type": OTHER_EVENT_TYPE}
-        self._lock = threading.Lock()
 
     def __call__(self, event_type: str) -> dict[str, str]:
         attributes = self._known.get(event_type)
-        return attributes if attributes is not None else self._admit(event_type)
-
-    def _admit(self, event_type: str) -> dict[str, str]:
-        with self._lock:
-            attributes = self._known.get(event_type)
-            if attributes is not None:
-                return attributes
-            if len(self._known) >= self._limit:
-                return self._other
-            attributes = self._known[event_type] = {"event.type": event_type}
+        if attributes is not None:
             return attributes
+        if len(self._known) >= self._limit:
+            return self._other
+        return self._known.setdefault(event_type, {"event.type": event_type})
 
 
 _lock = threading.Lock()
@@ -278,6 +289,30 @@ def use_meter_provider(provider: MeterProvider | None) -> None:
     global provider, ``opentelemetry.metrics.set_meter_provider``). Pipelines already built keep theirs."""
     global _override
     _override = provider
+
+
+#: Refusals at publish by reason, since the last ``EventStore.shutdown()`` (as ``unpublished_count()``). Counted
+#: without a lock or an instrument call: a refusal may happen in a signal handler that interrupted this thread in a
+#: lock, or in workflow code, where creating a lock is a restricted call. ``next()`` on an ``itertools.count`` and
+#: ``dict.setdefault`` are atomic in CPython.
+_refusals: dict[str, itertools.count[int]] = {}
+
+
+def count_refusal(reason: str) -> None:
+    """One event refused at publish for ``reason`` (``appevents.events.refused``)."""
+    counter = _refusals.get(reason)
+    next(counter if counter is not None else _refusals.setdefault(reason, itertools.count()))
+
+
+def reset_refusals() -> None:
+    _refusals.clear()
+
+
+def _observe_refusals(options: CallbackOptions) -> Iterable[Observation]:
+    return [
+        Observation(int(repr(counter)[6:-1]), {"reason": reason})  # count(N): next() was called N times
+        for reason, counter in list(_refusals.items())
+    ]
 
 
 def instruments_for(provider: MeterProvider | None = None) -> Instruments:

@@ -33,7 +33,7 @@ from appevents._metrics import EventTypeAttributes, instruments_for
 from appevents._records import LOGGER_NAME
 from appevents._registry import available_exporters, load_exporter, unknown_exporter
 from appevents._settings import AppEventsSettings
-from appevents._spool import Spool
+from appevents._spool import Spool, destination_of
 from appevents._spool_writer import SpoolWriter
 from appevents._variables import warn_unknown_variables
 from appevents._version import __version__
@@ -118,6 +118,9 @@ class Pipeline:
         #: The OTel resource of the records built for OTel exporters and processors (set once built).
         self.resource: Resource | None = None
         self.writer: SpoolWriter | None = None
+        #: Why durable mode is off although APPEVENTS_SPOOL_PATH is set (the spool could not be opened at a build
+        #: on first use; the exporters then go on in memory). None when durable mode is on, or not asked for.
+        self.durability_lost: str | None = None
         self._on_unrouted = on_unrouted
         self._all: tuple[Channel, ...] = ()  # channels that take every event
         self._filtered: tuple[Channel, ...] = ()  # channels with an accepts() filter
@@ -125,7 +128,7 @@ class Pipeline:
         self._shutting_down = False
         self._closed = False
         self._startup: deque[EncodedEvent] = deque()
-        self._build_lock = threading.Lock()
+        self._build_lock = threading.RLock()  # re-entered by a signal handler that publishes during the build
         self._builder: threading.Thread | None = None
         if background:
             self._builder = threading.Thread(target=self._build_quietly, name="appevents-build", daemon=True)
@@ -162,16 +165,25 @@ class Pipeline:
                 spool = Spool(
                     settings.spool_path,
                     max_bytes=settings.spool_max_bytes,
-                    exporters=list(exporters),
+                    exporters={name: destination_of(exporter) for name, exporter in exporters.items()},
                     sync=settings.spool_sync,
                 )
             except Exception as exc:
-                for exporter in exporters.values():
-                    shutdown_exporter(exporter)
-                raise ConfigurationError(
-                    f"the spool at {settings.spool_path} (APPEVENTS_SPOOL_PATH) cannot be opened: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+                problem = f"the spool at {settings.spool_path} (APPEVENTS_SPOOL_PATH) cannot be opened: " + (
+                    str(exc) if isinstance(exc, ConfigurationError) else f"{type(exc).__name__}: {exc}"
+                )
+                if strict:
+                    for exporter in exporters.values():
+                        shutdown_exporter(exporter)
+                    raise ConfigurationError(problem) from exc
+                # Built on first use, nobody can be told by an exception: the exporters go on in memory, without
+                # durability, and that loss is said once here, by doctor and by appevents.spool.unusable.
+                self.durability_lost = problem
+                _logger.error(
+                    "appevents: %s; events go to the exporters in memory, WITHOUT durability, until the spool is "
+                    "fixed and the process restarted (appevents doctor tells what is wrong)",
+                    problem,
+                )
         channels = {
             name: Channel(
                 name,
@@ -230,8 +242,10 @@ class Pipeline:
         return self.channels[name].exporter
 
     # -- publishing caller ---------------------------------------------------------------------------------------
-    def submit(self, event: EncodedEvent) -> None:
-        """Hand one encoded event over: the caller's path, memory only, never raises for a full queue."""
+    def submit(self, event: EncodedEvent) -> bool:
+        """Hand one encoded event over: the caller's path, memory only, never raises for a full queue. False when
+        it is known to be refused (no exporter, closed or full queues), True when taken (or waiting for the build).
+        """
         by_type = self._event_type_attributes
         key = None if by_type is None else by_type(event.event_type)["event.type"]
         counter = self._published.get(key)
@@ -241,33 +255,36 @@ class Pipeline:
                 with self._build_lock:
                     if not self._ready:
                         self._startup.append(event)
-                        return
-            self._route(event)
+                        return True
+            return self._route(event)
         finally:
             next(self._handed)
 
-    def _route(self, event: EncodedEvent) -> None:
+    def _route(self, event: EncodedEvent) -> bool:
         writer = self.writer
         waiter = event.waiter
+        taken = False
         if writer is not None:
             if waiter is not None:
                 waiter.add_parties(1)
-            writer.submit(event)
+            taken = writer.submit(event)
         elif waiter is None:
             for channel in self._all:
-                channel.offer(event)
+                taken = channel.offer(event) or taken
             for channel in self._filtered:
                 if channel.wants(event):
-                    channel.offer(event)
+                    taken = channel.offer(event) or taken
         else:
             targets = [c for c in self._all] + [c for c in self._filtered if c.wants(event)]
             waiter.add_parties(len(targets))
             for channel in targets:
-                channel.offer(event)
+                taken = channel.offer(event) or taken
         if not self.channels and self._on_unrouted is not None:
             self._on_unrouted(1)
         if waiter is not None:
             waiter.release(bool(self.channels), "" if self.channels else "no_exporter")  # the router's own party
+        # An event no channel wants (filtered out everywhere) is not refused: it has nowhere to go by design.
+        return taken or (bool(self.channels) and not self._all and not any(c.wants(event) for c in self._filtered))
 
     def room(self) -> int:
         """How many events :meth:`submit` takes now without dropping one for a full queue: the admission check of
@@ -346,15 +363,15 @@ class Pipeline:
                 channel.join(grace)
             channel.count_leftovers()
         stats = self.stats()
-        if self.writer is not None:
-            self.writer.finish()
+        kept = self.writer.finish() if self.writer is not None else None
         alive = [c.name for c in channels if c.thread_alive]
         if self.writer is not None and self.writer.thread_alive:
             alive.append(SPOOL_STAGE)
         if self._builder is not None and self._builder.is_alive():
             alive.append("build")
         self._instruments.forget(self)
-        return _report(stats, timeout_s, spool=self.settings.spool_path if self.writer else None, alive=alive) and built
+        spool = self.settings.spool_path if self.writer else None
+        return _report(stats, timeout_s, spool=spool, kept=kept, alive=alive) and built
 
     def _wait_for_hand_offs(self, deadline: float) -> None:
         """Once the intake is closed: wait (by ``deadline``) for the publishers that passed its closed-check before
@@ -380,6 +397,10 @@ class Pipeline:
         """(``event.type`` value or None, events published), for ``appevents.events.published``."""
         return [(key, _count_of(counter)) for key, counter in list(self._published.items())]
 
+    def observe_durability_lost(self) -> str | None:
+        """The spool path while durable mode is off for want of a usable spool (``appevents.spool.unusable``)."""
+        return None if self.durability_lost is None else str(self.settings.spool_path)
+
     def observe_spool(self) -> tuple[str, int, int] | None:
         """(spool path, rows, bytes) as the writer last read them, for ``appevents.spool.size``/``.bytes``."""
         writer = self.writer
@@ -393,17 +414,23 @@ def _count_of(counter: itertools.count[int]) -> int:
     return int(repr(counter)[6:-1])
 
 
-def _report(stats: Mapping[str, DeliveryStats], timeout_s: float, *, spool: object, alive: list[str]) -> bool:
-    """One warning with what was not delivered, per stage and reason; True if nothing was lost."""
+def _report(
+    stats: Mapping[str, DeliveryStats], timeout_s: float, *, spool: object, alive: list[str], kept: int | None = None
+) -> bool:
+    """One warning with what was not delivered, per stage and reason; True if nothing was lost. ``kept``: how many
+    of this run's events are left in the spool (counted there after the last checkpoint)."""
     parts = []
     lost = False
     for name, s in stats.items():
         if name == SPOOL_STAGE:
-            if s.dropped or s.pending:
-                lost = True
+            if s.dropped or s.pending or s.failed:
+                lost = lost or bool(s.dropped or s.pending)
                 refused = f"{s.dropped} refused {s.dropped_reasons}" if s.dropped else ""
+                in_memory = f"{s.failed} not made durable (the spool failed; sent in memory)" if s.failed else ""
                 uncommitted = f"{s.pending} never committed (lost at exit)" if s.pending else ""
-                parts.append("spool: " + ", ".join(p for p in (refused, uncommitted) if p))
+                parts.append("spool: " + ", ".join(p for p in (refused, in_memory, uncommitted) if p))
+            if kept:
+                parts.append(f"spool: {kept} event(s) of this run kept for the next start")
             continue
         if s.failed or s.dropped or s.pending:
             lost = lost or bool(s.failed or s.dropped or (s.pending and spool is None))
@@ -413,7 +440,9 @@ def _report(stats: Mapping[str, DeliveryStats], timeout_s: float, *, spool: obje
             if s.dropped:
                 details.append(f"{s.dropped} dropped {s.dropped_reasons}")
             if s.pending:
-                details.append(f"{s.pending} {'kept in the spool' if spool is not None else 'undelivered'}")
+                details.append(
+                    f"{s.pending} {'not delivered yet (in the spool)' if spool is not None else 'undelivered'}"
+                )
             parts.append(f"{name}: {s.delivered} of {s.accepted} delivered, " + ", ".join(details))
     if alive:
         parts.append(f"threads still running after the grace period: {', '.join(alive)}")

@@ -58,7 +58,10 @@ class AppEventsSettings(BaseSettings):
     max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, gt=0)
     #: Prefix put before the event type to form ``metadata.topic_name`` (empty: the topic is the event type).
     topic_prefix: str = ""
-    # Each exporter's queue and batching (as OTel's BatchLogRecordProcessor knobs).
+    # Each exporter's queue and batching (as OTel's BatchLogRecordProcessor knobs). There is no linger: an idle
+    # exporter sends an event as soon as it is published, a busy one batches what accumulated meanwhile (up to
+    # max_export_batch_size); schedule_delay_ms only paces an idle channel's housekeeping (a missed wake-up, a
+    # retry) — events never wait for it.
     max_queue_size: int = Field(default=20_000, gt=0)
     max_export_batch_size: int = Field(default=512, gt=0)
     schedule_delay_ms: int = Field(default=200, gt=0)

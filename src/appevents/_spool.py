@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appevents._encoded import EncodedEvent
-from appevents._sqlite import connect_wal, fork_safe, insert_rows, while_locked
+from appevents._errors import ConfigurationError
+from appevents._sqlite import claim_file, connect_wal, fork_safe, insert_rows, safe_rollback, while_locked
 
 __all__ = ["Orphan", "Spool", "SpoolReader"]
 
@@ -71,23 +72,82 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('bytes', 0);
 """
 
-#: An owner on another host whose heartbeat is older than this is taken for dead (on this host the process table
-#: answers: pid and start time).
-STALE_AFTER_S = 300.0
+#: Filesystems SQLite's WAL mode cannot be shared on (its shared memory index needs one host's mmap and locks).
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "9p",
+        "afs",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "fuse.sshfs",
+        "fuse.s3fs",
+        "fuse.gcsfuse",
+        "fuse.rclone",
+        "virtiofs",
+        "davfs",
+        "fuse.davfs2",
+    }
+)
 #: Most bytes of event bodies one read returns (besides its row limit): SQLite caps one value at 1e9 bytes.
 READ_MAX_BYTES = 64 * 1024 * 1024
 
 
-def _connect(path: Path, busy_timeout_s: float, sync: str) -> sqlite3.Connection:
-    return connect_wal(path, busy_timeout_s, sync=sync, autocommit=True)
+#: ``PRAGMA application_id`` of a spool file ("AESP"): a file without it is not taken for a spool.
+SPOOL_APPLICATION_ID = 0x41455350
+
+
+def _claim(db: sqlite3.Connection, path: Path) -> None:
+    claim_file(
+        db,
+        application_id=SPOOL_APPLICATION_ID,
+        schema=_SCHEMA,
+        path=path,
+        what="an appevents spool",
+        setting="APPEVENTS_SPOOL_PATH",
+    )
+
+
+def _connect(path: Path, busy_timeout_s: float, sync: str, *, claim: bool = False) -> sqlite3.Connection:
+    return connect_wal(
+        path, busy_timeout_s, sync=sync, autocommit=True, claim=(lambda db: _claim(db, path)) if claim else None
+    )
 
 
 @dataclass(frozen=True)
 class Orphan:
-    """Another owner's leftovers, claimed by this spool: replay from ``cursors`` (exporter → seq)."""
+    """Another owner's leftovers, claimed by this spool: replay to ``exporters`` (the ones its owner had, each with
+    the same destination here) from ``cursors`` (exporter → seq)."""
 
     owner: str
     cursors: Mapping[str, int]
+    exporters: tuple[str, ...] = ()
+
+
+def destination_of(exporter: object) -> str:
+    """What tells one exporter's destination from another's in the spool: the exporter's class, and where it sends
+    (its ``destination`` — a log file, a sidecar and component, a Segment source — or an OTLP exporter's
+    endpoint). An orphan's rows are replayed only to an exporter with the same name and the same destination."""
+    kind = f"{type(exporter).__module__}.{type(exporter).__qualname__}"
+    declared = getattr(exporter, "destination", None) or getattr(exporter, "_endpoint", None)
+    return f"{kind} {declared}" if isinstance(declared, str) else kind
+
+
+def _parse_exporters(stored: str) -> dict[str, str]:
+    """An owner's exporters as stored: a JSON object name → destination; a comma-separated list of names (from a
+    version that did not record destinations: the name alone is then compared)."""
+    if stored.startswith("{"):
+        try:
+            parsed = json.loads(stored)
+        except ValueError:
+            return {}
+        return {str(name): str(destination) for name, destination in parsed.items()}
+    return {name: "" for name in stored.split(",") if name}
 
 
 class Spool:
@@ -98,24 +158,31 @@ class Spool:
         path: Path | str,
         *,
         max_bytes: int,
-        exporters: Sequence[str],
+        exporters: Mapping[str, str] | Sequence[str],
         sync: str = "normal",
         busy_timeout_s: float = 30.0,
     ) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
-        self.exporters = tuple(exporters)
+        #: name → destination (see :func:`destination_of`); names alone compare by name only.
+        self.exporters: dict[str, str] = (
+            dict(exporters) if isinstance(exporters, Mapping) else {name: "" for name in exporters}
+        )
         self._sync = sync
         self._busy_timeout_s = busy_timeout_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = _connect(self.path, busy_timeout_s, sync)
+        fs = filesystem_type(self.path.parent)
+        if fs in NETWORK_FILESYSTEMS:
+            raise ConfigurationError(
+                f"the spool at {self.path} (APPEVENTS_SPOOL_PATH) is on a network filesystem ({fs}): SQLite's WAL "
+                "mode works on one host only. Put the spool on a local disk (one per host)."
+            )
+        self._db = _connect(self.path, busy_timeout_s, sync, claim=True)
         self.owner = uuid.uuid4().hex
         self._pid = os.getpid()
         self._host = socket.gethostname()
 
         @fork_safe
         def register() -> None:
-            self._db.executescript(_SCHEMA)
             self._db.execute(
                 "INSERT OR IGNORE INTO owners (owner, pid, started, host, exporters, heartbeat_ns)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -124,7 +191,7 @@ class Spool:
                     self._pid,
                     _process_start(self._pid),
                     self._host,
-                    ",".join(self.exporters),
+                    json.dumps(self.exporters, sort_keys=True),
                     time.time_ns(),
                 ),
             )
@@ -186,7 +253,7 @@ class Spool:
                 db.execute("UPDATE meta SET value = value + ? WHERE key = 'bytes'", (size,))
                 (last_seq,) = db.execute("SELECT last_insert_rowid()").fetchone()
         except BaseException:
-            db.execute("ROLLBACK")
+            safe_rollback(db)
             raise
         return taken, int(last_seq)
 
@@ -196,7 +263,7 @@ class Spool:
 
     @fork_safe
     def rollback(self) -> None:
-        self._db.execute("ROLLBACK")
+        safe_rollback(self._db)
 
     @fork_safe
     def heartbeat(self) -> None:
@@ -223,7 +290,7 @@ class Spool:
                     db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            safe_rollback(db)
             raise
 
     def _purge(self, owner: str, up_to: int) -> None:
@@ -237,16 +304,16 @@ class Spool:
     @fork_safe
     def claim_orphans(self) -> tuple[list[Orphan], list[tuple[str, str]]]:
         """Claim every owner whose process is gone (or that was closed with events left) and whose exporters are
-        all configured here, with its cursors. Also returns (owner, its exporters) of orphans left for a pipeline
-        that has their exporters: replaying them here would settle them without those destinations."""
+        all configured here — the same names with the same destinations — with its cursors; its rows are then
+        replayed to those exporters only. Also returns (owner, its exporters) of orphans left for a pipeline that
+        has their exporters: replaying them here would settle them without those destinations."""
         if not self.exporters:
             return [], []
-        now = time.time_ns()
         rows = self._db.execute(
             "SELECT owner, pid, started, host, exporters, heartbeat_ns, closed, adopted_by FROM owners"
         ).fetchall()
         alive: dict[str, bool] = {}
-        for owner, pid, started, host, _, heartbeat_ns, closed, _ in rows:
+        for owner, pid, started, host, _, _, closed, _ in rows:
             if owner == self.owner:
                 alive[owner] = True
             elif closed:
@@ -254,22 +321,33 @@ class Spool:
             elif host == self._host:  # the process table answers; a stale heartbeat does not make it dead
                 alive[owner] = _pid_alive(pid) and _process_start(pid) == started
             else:
-                alive[owner] = now - heartbeat_ns <= STALE_AFTER_S * 1e9
+                # Another host's process table cannot be asked, and a heartbeat compares two hosts' wall clocks (a
+                # clock step makes a live owner look dead). WAL needs one host anyway (see filesystem_type):
+                # such rows wait for their owner to come back on its own host.
+                alive[owner] = True
         claimed: list[Orphan] = []
         left: list[tuple[str, str]] = []
-        mine = set(self.exporters)
+        mine = self.exporters
         for owner, *_, exporters, _, _, adopted_by in rows:
             if alive[owner] or (adopted_by is not None and alive.get(adopted_by, False)):
                 continue
-            if not set(filter(None, exporters.split(","))) <= mine:
-                left.append((owner, exporters))
+            theirs = _parse_exporters(exporters)
+            missing = [
+                name
+                for name, where in theirs.items()
+                if name not in mine or (where and mine[name] and where != mine[name])
+            ]
+            if missing:
+                left.append(
+                    (owner, ", ".join(f"{name} ({theirs[name] or 'destination not recorded'})" for name in missing))
+                )
                 continue
             updated = self._db.execute(
                 "UPDATE owners SET adopted_by = ? WHERE owner = ? AND adopted_by IS ?", (self.owner, owner, adopted_by)
             ).rowcount
             if updated:
                 cursors = dict(self._db.execute("SELECT exporter, seq FROM cursors WHERE owner = ?", (owner,)))
-                claimed.append(Orphan(owner, cursors))
+                claimed.append(Orphan(owner, cursors, tuple(theirs)))
         return claimed, left
 
     @fork_safe
@@ -280,15 +358,17 @@ class Spool:
         return int(count), int(used)
 
     @fork_safe
-    def close(self) -> None:
+    def close(self) -> int:
         """Forget this owner if none of its rows is left, else mark it closed (its leftovers become an orphan for
-        the next pipeline); close the connection."""
+        the next pipeline); close the connection. Returns how many of this owner's rows are left."""
         try:
-            if self._db.execute("SELECT 1 FROM events WHERE owner = ? LIMIT 1", (self.owner,)).fetchone() is None:
+            (left,) = self._db.execute("SELECT COUNT(*) FROM events WHERE owner = ?", (self.owner,)).fetchone()
+            if not left:
                 self._db.execute("DELETE FROM cursors WHERE owner = ?", (self.owner,))
                 self._db.execute("DELETE FROM owners WHERE owner = ?", (self.owner,))
             else:
                 self._db.execute("UPDATE owners SET closed = 1 WHERE owner = ?", (self.owner,))
+            return int(left)
         finally:
             self._db.close()
 
@@ -341,8 +421,38 @@ class SpoolReader:
         return events
 
     @fork_safe
+    def save_cursor(self, owner: str, exporter: str, seq: int) -> None:
+        """Persist that ``exporter`` settled ``owner``'s rows up to ``seq`` (never moves a cursor back)."""
+        self._db.execute(
+            "INSERT INTO cursors (owner, exporter, seq) VALUES (?, ?, ?)"
+            " ON CONFLICT (owner, exporter) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+            (owner, exporter, seq),
+        )
+
+    @fork_safe
     def close(self) -> None:
         self._db.close()
+
+
+def filesystem_type(directory: Path, mounts: str | None = None) -> str:
+    """The type of the filesystem ``directory`` is (or would be) on, from ``/proc/mounts``
+    (``mounts``: that file's text); empty where it cannot be told."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return ""
+    target = directory.absolute().resolve()  # symlinks of the part that exists resolved, the rest kept
+    best, best_type = "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = str(target) == point or str(target).startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, best_type = point, fields[2]
+    return best_type
 
 
 def _pid_alive(pid: int) -> bool:

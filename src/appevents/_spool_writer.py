@@ -52,6 +52,10 @@ class SpoolWriter:
         self._committed = 0
         self._dropped: Counter[str] = Counter()
         self._dropped_at_door = 0
+        self._door_drops: deque[str] = deque()  # reasons, appended lock-free by publishers
+        #: Events the spool could not take (disk full, I/O error) that went on to the channels in memory.
+        self._unspooled = 0
+        self._failing = False  # the last commit failed: the next one that works says so
         #: The seq of this pipeline's last committed event: what a flush waits for every channel's cursor to pass.
         self.last_seq = 0
         self._closing = False
@@ -69,18 +73,19 @@ class SpoolWriter:
     def _claim_orphans(self) -> None:
         claimed, left = self.spool.claim_orphans()
         for orphan in claimed:
-            self._adopting[orphan.owner] = {c.name for c in self._channels}
-            for channel in self._channels:
+            # Only to the exporters its owner had (each with the same destination here), from their own cursors.
+            targets = [c for c in self._channels if c.name in orphan.exporters]
+            self._adopting[orphan.owner] = {c.name for c in targets}
+            for channel in targets:
                 channel.adopt(orphan)
-        for owner, exporters in left:
+        for owner, missing in left:
             self._log_once(
                 f"left:{owner}",
                 logging.WARNING,
-                "appevents: the spool at %s holds events of a previous run for exporters %s, not all configured "
-                "here (%s); they are left for a run that has them",
+                "appevents: the spool at %s holds events of a previous run for destinations not configured here: "
+                "%s; they are left for a run that has them",
                 self.spool.path,
-                exporters or "(none)",
-                ", ".join(self.spool.exporters),
+                missing,
             )
 
     # -- publishing caller ---------------------------------------------------------------------------------------
@@ -88,13 +93,12 @@ class SpoolWriter:
         """How many more events :meth:`submit` takes now (0 once closing)."""
         return 0 if self._refusing else max(0, self._max_inbox - len(self._inbox))
 
-    def submit(self, event: EncodedEvent) -> None:
+    def submit(self, event: EncodedEvent) -> bool:
+        """Append ``event`` to the inbox; True if taken. No lock on this path, the refusal included: a signal
+        handler may publish on a thread it interrupted in here, and workflow code may not create locks."""
         if self._refusing or len(self._inbox) >= self._max_inbox:
             reason = "shutdown" if self._refusing else "queue_full"
-            self._metrics.dropped_one(reason)
-            with self._lock:
-                self._dropped_at_door += 1
-                self._dropped[reason] += 1
+            self._door_drops.append(reason)  # counted (and put in the metrics) by the writer thread or stats()
             if event.waiter is not None:
                 event.waiter.release(False, reason)
             if reason == "queue_full":
@@ -106,10 +110,23 @@ class SpoolWriter:
                     self._max_inbox,
                     self.spool.path,
                 )
-            return
+            return False
         self._inbox.append(event)
         if event.waiter is not None and not self._wake.is_set():
             self._wake.set()
+        return True
+
+    def _record_door_drops_locked(self) -> None:
+        reasons: Counter[str] = Counter()
+        while self._door_drops:
+            try:
+                reasons[self._door_drops.popleft()] += 1
+            except IndexError:
+                break
+        if reasons:
+            self._metrics.dropped(reasons)
+            self._dropped_at_door += sum(reasons.values())
+            self._dropped.update(reasons)
 
     # -- writer thread -------------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -146,6 +163,7 @@ class SpoolWriter:
 
     def _commit(self) -> None:
         with self._lock:
+            self._record_door_drops_locked()
             batch = [self._inbox.popleft() for _ in range(len(self._inbox))]
             self._taken += len(batch)
         if not batch:
@@ -153,7 +171,7 @@ class SpoolWriter:
         try:
             taken, last_seq = self.spool.append(batch)
         except Exception:
-            self._settle(batch, 0, "spool_error")
+            self._go_on_in_memory(batch)
             raise
         committed = batch[:taken]
         # Counted by the channels before the rows are visible: a channel never settles a row it has not counted.
@@ -163,16 +181,43 @@ class SpoolWriter:
         try:
             self.spool.commit()
         except Exception:
+            # SQLite has rolled the transaction back itself (disk full, I/O error); rollback() ends it if not.
             for channel, count in zip(self._channels, wanted, strict=True):
                 channel.committed(-count)
             self.spool.rollback()
-            self._settle(batch, 0, "spool_error")
+            self._go_on_in_memory(batch)
             raise
         if taken:
             self.last_seq = last_seq
         for channel in self._channels:
             channel.wake()
+        if self._failing:
+            self._failing = False
+            self._log_once.reset_prefix("spool:")
+            _logger.warning(
+                "appevents: the spool at %s takes events again; %d event(s) went on in memory meanwhile (not durable)",
+                self.spool.path,
+                self._unspooled,
+            )
         self._settle(batch, taken, "spool_full")
+
+    def _go_on_in_memory(self, batch: list[EncodedEvent]) -> None:
+        """A commit failed (disk full, I/O error): the batch is settled at once for the spool stage — failed,
+        reason ``spool_error``, its ``wait=True`` callers told False — and goes on to the channels in memory, best
+        effort, so a failing disk never stops delivery to a destination that is up. A channel drops such events
+        only at its memory bound (``queue_full``)."""
+        self._failing = True
+        self._metrics.failed({"spool_error": len(batch)})
+        with self._lock:
+            self._unspooled += len(batch)
+            self._lock.notify_all()
+        for event in batch:
+            if event.waiter is not None:
+                event.waiter.release(False, "spool_error")
+                event.waiter = None  # released: the channels must not release it again
+            for channel in self._channels:
+                if channel.wants(event):
+                    channel.offer_unspooled(event)
 
     def _read_size(self) -> None:
         self._size_wanted = False
@@ -230,7 +275,7 @@ class SpoolWriter:
             target = self._taken + len(self._inbox)
         self._wake.set()
         with self._lock:
-            while self._committed + sum(self._dropped.values()) - self._dropped_at_door < target:
+            while self._committed + self._unspooled + sum(self._dropped.values()) - self._dropped_at_door < target:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._thread.is_alive():
                     return False
@@ -248,31 +293,41 @@ class SpoolWriter:
         self._wake.set()
         self._thread.join(max(0.0, deadline - time.monotonic()))
 
-    def finish(self) -> None:
-        """Final checkpoint after the channels stopped, then close the spool. A writer still stuck in SQLite (a
-        lock held by another process) keeps its connection: the last checkpoint then is the one it made."""
+    def finish(self) -> int | None:
+        """Final checkpoint after the channels stopped, then close the spool; returns how many of this pipeline's
+        events are left in the spool for the next start (None if that cannot be told). A writer still stuck in
+        SQLite (a lock held by another process) keeps its connection: the last checkpoint then is the one it
+        made."""
         if self._thread.is_alive():
-            return
+            return None
         try:
             self.checkpoint()
-        finally:
-            self.spool.close()
+        except Exception as exc:  # disk full: the cursors saved by the channels stand
+            self._log_once.failure("spool", exc, f"the last checkpoint of the spool at {self.spool.path}", "skipped")
+        try:
+            return self.spool.close()
+        except Exception as exc:
+            self._log_once.failure("close", exc, f"closing the spool at {self.spool.path}", "left as it is")
+            return None
 
     @property
     def thread_alive(self) -> bool:
         return self._thread.is_alive()
 
     def stats(self) -> DeliveryStats:
-        """The ``spool`` stage: events committed count as delivered; refused ones (full, failed, closed) as
-        dropped; pending are waiting for (or in) a commit."""
+        """The ``spool`` stage: events committed count as delivered; events the spool could not take (disk full,
+        I/O error) as failed, reason ``spool_error`` — they went on in memory, see the exporters' counts; refused
+        ones (full, closed) as dropped; pending are waiting for (or in) a commit."""
         with self._lock:
+            self._record_door_drops_locked()
             dropped = sum(self._dropped.values())
             accepted = self._taken + len(self._inbox) + self._dropped_at_door
             return DeliveryStats(
                 accepted=accepted,
                 delivered=self._committed,
-                failed=0,
+                failed=self._unspooled,
                 dropped=dropped,
-                pending=accepted - self._committed - dropped,
+                pending=accepted - self._committed - self._unspooled - dropped,
+                failed_reasons={"spool_error": self._unspooled} if self._unspooled else {},
                 dropped_reasons={k: v for k, v in self._dropped.items() if v},
             )

@@ -9,6 +9,7 @@ holds it to reach its switch interval (5 ms) when that thread is busy — and a 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sqlite3
@@ -18,7 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-__all__ = ["connect_wal", "fork_safe", "insert_rows", "while_locked"]
+from appevents._errors import ConfigurationError
+
+__all__ = ["claim_file", "connect_wal", "fork_safe", "insert_rows", "make_private", "safe_rollback", "while_locked"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -130,11 +133,124 @@ def while_locked(attempt: Callable[[], T], timeout_s: float) -> T:
         delay = min(delay * 2, 0.5)
 
 
+def make_private(path: Path) -> None:
+    """Create ``path``'s missing parent directories (0700) and the file itself (0600), whatever the umask.
+
+    SQLite creates a database's ``-wal`` and ``-shm`` files with the database file's own permissions, so a
+    private database file keeps its journal private too. An existing file keeps the mode its owner gave it.
+    """
+    missing = [parent for parent in reversed(path.parents) if not parent.exists()]
+    for directory in missing:
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            directory.mkdir(mode=0o700)
+            os.chmod(directory, 0o700)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _columns(db: sqlite3.Connection) -> dict[str, set[str]]:
+    tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return {table: {row[1] for row in db.execute(f'PRAGMA table_info("{table}")')} for table in tables}
+
+
+def _schema_statements(schema: str) -> list[str]:
+    return [statement.strip() for statement in schema.split(";") if statement.strip()]
+
+
+def claim_file(
+    db: sqlite3.Connection, *, application_id: int, schema: str, path: Path, what: str, setting: str
+) -> None:
+    """Make sure the database behind ``db`` is ours before anything is written to it, then create ``schema`` and
+    mark the file (``PRAGMA application_id``) in one transaction.
+
+    Ours: marked with ``application_id``; or empty; or unmarked with exactly our tables (written by a version that
+    did not mark its files yet). Anything else raises :class:`~appevents.ConfigurationError` naming ``path`` and
+    leaves the file as it was — no table added, no journal mode switched (call this before :func:`connect_wal`'s
+    switch to WAL; this function does not switch it).
+    """
+    expected_db = sqlite3.connect(":memory:")
+    try:
+        for statement in _schema_statements(schema):
+            expected_db.execute(statement)
+        expected = _columns(expected_db)
+    finally:
+        expected_db.close()
+
+    def refuse(reason: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"{path} ({setting}) is not {what}: {reason}; it was left unchanged. Point {setting} at a new file "
+            "or at one appevents created."
+        )
+
+    def check() -> bool:
+        """True if the schema must be created (or completed) and the file marked."""
+        (marked,) = db.execute("PRAGMA application_id").fetchone()
+        if marked == application_id:
+            return False
+        if marked != 0:
+            raise refuse(f"its application_id is {marked:#x}, not appevents' {application_id:#x}")
+        present = {t: c for t, c in _columns(db).items() if t != "sqlite_sequence"}
+        for table, columns in present.items():
+            if expected.get(table) != columns:
+                raise refuse(f"it holds a table {table!r} that is not one of appevents'")
+        return True
+
+    def attempt() -> None:  # runs inside connect_wal's fork gate
+        if not check():
+            return
+        autocommit = db.isolation_level is None
+        if not autocommit:
+            db.commit()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if check():  # again, under the write lock: another process may have claimed it meanwhile
+                for statement in _schema_statements(schema):
+                    db.execute(statement)
+                db.execute(f"PRAGMA application_id = {int(application_id)}")
+            db.execute("COMMIT")
+        except BaseException:
+            safe_rollback(db)
+            raise
+
+    try:
+        while_locked(attempt, max(_busy_timeout_s(db), 1.0))
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc) or "malformed" in str(exc):
+            raise refuse(f"{type(exc).__name__}: {exc}") from exc
+        raise
+
+
+def _busy_timeout_s(db: sqlite3.Connection) -> float:
+    """The connection's busy timeout in seconds."""
+    (ms,) = db.execute("PRAGMA busy_timeout").fetchone()
+    return float(ms) / 1000
+
+
+def safe_rollback(db: sqlite3.Connection) -> None:
+    """End the open transaction, if any. SQLite rolls a transaction back by itself when a statement fails for a
+    full disk or an I/O error (``COMMIT`` included); a ``ROLLBACK`` then raises "no transaction is active"."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+
+
 def connect_wal(
-    path: Path, busy_timeout_s: float, *, sync: str = "normal", autocommit: bool = False
+    path: Path,
+    busy_timeout_s: float,
+    *,
+    sync: str = "normal",
+    autocommit: bool = False,
+    claim: Callable[[sqlite3.Connection], None] | None = None,
 ) -> sqlite3.Connection:
     """A connection to ``path`` in WAL mode (switched only by whoever finds it not in WAL yet), usable from any
-    thread (the caller serialises its use)."""
+    thread (the caller serialises its use). A new file is created private (see :func:`make_private`); ``claim``
+    (e.g. :func:`claim_file`) runs before the switch to WAL and may refuse the file."""
 
     @fork_safe
     def connect() -> sqlite3.Connection:
@@ -142,6 +258,8 @@ def connect_wal(
             path, timeout=busy_timeout_s, isolation_level=None if autocommit else "DEFERRED", check_same_thread=False
         )
         try:
+            if claim is not None:
+                claim(db)
             if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
@@ -150,4 +268,5 @@ def connect_wal(
             raise
         return db
 
+    make_private(path)
     return while_locked(connect, busy_timeout_s)

@@ -21,10 +21,11 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 
 from appevents._counting import LogOnce
 from appevents._encoded import EncodedEvent, ExportOutcome
+from appevents._errors import ConfigurationError
 from appevents._models import Event
 from appevents._records import encoded_from_record, event_from_json
 from appevents._settings import AppEventsSettings
-from appevents._sqlite import connect_wal, fork_safe, insert_rows, while_locked
+from appevents._sqlite import claim_file, connect_wal, fork_safe, insert_rows
 
 __all__ = ["LocalEventLog", "LocalExporter", "NotAnEventLog", "StoredEvent", "create_local_exporter"]
 
@@ -46,6 +47,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_type ON events (event_type);
 CREATE INDEX IF NOT EXISTS events_by_workflow ON events (workflow_id);
 """
+
+#: ``PRAGMA application_id`` of an event log file ("AELG"): a file without it is not taken for a log.
+LOG_APPLICATION_ID = 0x41454C47
 
 
 _INSERT_BODIES = (
@@ -89,10 +93,14 @@ def _connect_read_only(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
     uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro"
     db = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, check_same_thread=False)
     try:
+        (marked,) = db.execute("PRAGMA application_id").fetchone()
         columns = {str(row[1]) for row in db.execute("PRAGMA table_info(events)")}
     except sqlite3.Error as exc:
         db.close()
         raise NotAnEventLog(f"{path} cannot be read as an SQLite database ({exc})") from None
+    if marked not in (0, LOG_APPLICATION_ID):  # 0: a log written before logs were marked
+        db.close()
+        raise NotAnEventLog(f"{path} is not an appevents event log (marked by another application: {marked:#x})")
     if not columns >= _READ_COLUMNS:
         db.close()
         raise NotAnEventLog(f"{path} is not an appevents event log (it has no events table of the local exporter)")
@@ -109,13 +117,18 @@ class LocalEventLog:
         if read_only:
             self._db = _connect_read_only(self.path, busy_timeout_s)
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = connect_wal(self.path, busy_timeout_s)
-        try:
-            while_locked(fork_safe(lambda: self._db.executescript(_SCHEMA)), busy_timeout_s)
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = connect_wal(
+            self.path,
+            busy_timeout_s,
+            claim=lambda db: claim_file(
+                db,
+                application_id=LOG_APPLICATION_ID,
+                schema=_SCHEMA,
+                path=self.path,
+                what="an appevents event log",
+                setting="APPEVENTS_LOCAL_PATH",
+            ),
+        )
 
     def append(self, events: Sequence[tuple[Event, str, int | None]]) -> int:
         """Store ``(event, event_json, published_ns)`` rows in one transaction; returns how many were new."""
@@ -244,6 +257,11 @@ class LocalExporter(LogRecordExporter):
         self._log: LocalEventLog | None = None
         self._log_once = LogOnce(logging.getLogger("appevents"))
 
+    @property
+    def destination(self) -> str:
+        """The log file, as the durable spool tells destinations apart (see :func:`appevents._spool.destination_of`)."""
+        return f"local {self.path.absolute().resolve()}"
+
     def _open(self) -> LocalEventLog:
         # Opened on the exporter thread at first export: configure() and the caller's path touch no disk.
         if self._log is None:
@@ -261,7 +279,7 @@ class LocalExporter(LogRecordExporter):
             try:
                 refused = set(self._open().append_bodies(rows))
                 break
-            except (OSError, sqlite3.Error) as exc:
+            except (OSError, sqlite3.Error, ConfigurationError) as exc:  # ConfigurationError: a file not ours
                 if self._log is None:
                     reason = f"cannot open the event log at {self.path}: {type(exc).__name__}: {exc}"
                 else:

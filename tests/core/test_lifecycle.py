@@ -121,19 +121,27 @@ def test_exit_drains_through_exporters_that_use_thread_pools(tmp_path: Path) -> 
 
 
 @pytest.mark.timeout(60)
-def test_sigterm_handling_is_installed_once_the_main_thread_configures(tmp_path: Path) -> None:
+def test_sigterm_handling_is_in_place_from_import_and_an_applications_own_handler_is_left_alone(
+    tmp_path: Path,
+) -> None:
     script = textwrap.dedent(
         """
-        import signal, threading
+        import signal, sys, threading
+        if sys.argv[1] == "own":
+            def mine(signum, frame): pass
+            signal.signal(signal.SIGTERM, mine)
         from appevents import AppEventsSettings, configure
         worker = threading.Thread(target=lambda: configure(AppEventsSettings(exporters=[])))
-        worker.start(); worker.join()
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # not possible from a worker thread
-        configure(AppEventsSettings(exporters=[]))
-        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        worker.start(); worker.join()  # a first configure off the main thread
+        handler = signal.getsignal(signal.SIGTERM)
+        if sys.argv[1] == "own":
+            assert handler is mine, handler
+        else:
+            assert handler is not signal.SIG_DFL and handler.__module__ == "appevents._event_store", handler
         """
     )
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=45)
+    for case in ("none", "own"):
+        subprocess.run([sys.executable, "-c", script, case], check=True, timeout=45)
 
 
 def test_enrichment_before_any_configuration_uses_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

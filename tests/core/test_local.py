@@ -124,7 +124,7 @@ def test_an_unusable_log_path_is_named_with_the_os_error(tmp_path: Path, caplog:
     stats = EventStore.stats()["local"]
     assert (stats.failed, stats.failed_reasons) == (1, {"unavailable": 1})
     [message] = [r.getMessage() for r in caplog.records if "could not deliver" in r.getMessage()]
-    assert str(blocker / "events.db") in message and "FileExistsError" in message
+    assert str(blocker / "events.db") in message and "NotADirectoryError" in message
 
 
 def test_a_log_locked_by_another_process_for_a_moment_is_retried_not_failed(tmp_path: Path) -> None:

@@ -73,9 +73,9 @@ class Scripted:
         self.release.set()
 
 
-def publish(fates: Sequence[str], event_type: str = "a.b") -> None:
-    for fate in fates:
-        assert EventStore.publish(Event(event_type=event_type, data={"fate": fate}))
+def publish(fates: Sequence[str], event_type: str = "a.b") -> list[bool]:
+    """Publish one event per fate; what each publish answered (False: refused at the door, counted)."""
+    return [EventStore.publish(Event(event_type=event_type, data={"fate": fate})) for fate in fates]
 
 
 # -- counters agree with stats -----------------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def test_drops_at_a_full_queue_and_at_shutdown_are_counted_as_stats_count_them(r
     pipeline = configure(_settings(max_queue_size=5, max_export_batch_size=1), exporters={"scripted": scripted})
     publish(["ok"])
     assert wait_until(lambda: scripted.calls == 1)  # held in its export call
-    publish(["ok"] * 8)  # 5 queued, 3 dropped: queue_full
+    assert publish(["ok"] * 8) == [True] * 5 + [False] * 3  # 5 queued, 3 dropped: queue_full
     assert pipeline.stats()["scripted"].dropped_reasons == {"queue_full": 3}
     assert_metrics_equal_stats(Metrics(reader), pipeline.stats())
     # Out of time: the exporter is shut down under its export (which then delivers its one event); the 5 queued

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
@@ -312,6 +313,8 @@ class DaprSidecar:
         self.binding_calls: list[BindingCall] = []
         self.published: list[PublishedEvent] = []
         self.counters = _Counters()
+        #: Counting mode with ``--latency``: publish-to-sidecar latencies of stamped events (see _SENT_NS).
+        self.latencies_ns: list[int] | None = None
         self.metadata_calls = 0
         self._max_workers = max_workers
         self._max_message_bytes = max_message_bytes
@@ -466,6 +469,9 @@ class _SidecarHttp(HttpStub[None]):
         if request.path == "/stats":
             with self._sidecar._lock:
                 return StubReply.json(200, self._sidecar.counters.__dict__)
+        if request.path == "/latencies" and self._sidecar.latencies_ns is not None:
+            taken, self._sidecar.latencies_ns[:] = list(self._sidecar.latencies_ns), []
+            return StubReply.json(200, {"latencies_ns": taken})
         return StubReply(404)
 
 
@@ -476,6 +482,11 @@ def running_sidecar(**kwargs: Any) -> Iterator[DaprSidecar]:
         yield sidecar
     finally:
         sidecar.stop()
+
+
+#: A ``"sent_ns": <time.monotonic_ns() of the publisher>`` field in an event's data (CLOCK_MONOTONIC is one clock
+#: for every process of the machine).
+_SENT_NS = re.compile(rb'"sent_ns":(\d+)')
 
 
 class _CountingAioServicer(dapr_pb2_grpc.DaprServicer):  # type: ignore[misc]
@@ -497,6 +508,9 @@ class _CountingAioServicer(dapr_pb2_grpc.DaprServicer):  # type: ignore[misc]
         counters = self._sidecar.counters
         counters.binding_calls += 1
         counters.binding_events += request.data.count(b'"event_type":') or 1
+        if self._sidecar.latencies_ns is not None:  # bench/latency.py: events stamped with the publisher's clock
+            now = time.monotonic_ns()
+            self._sidecar.latencies_ns.extend(now - int(m.group(1)) for m in _SENT_NS.finditer(request.data))
         return binding_pb2.InvokeBindingResponse()
 
     async def BulkPublishEvent(self, request: Any, context: Any) -> pubsub_pb2.BulkPublishResponse:
@@ -533,6 +547,7 @@ def main() -> None:
     parser.add_argument("--api-token", default=None)
     parser.add_argument("--max-workers", type=int, default=64)
     parser.add_argument("--counting", action="store_true", help="asyncio server that only counts (benchmarks)")
+    parser.add_argument("--latency", action="store_true", help="with --counting: record stamped events' latency")
     parser.add_argument("--grpc-port", type=int, default=None, help="default: a free port")
     parser.add_argument("--http-port", type=int, default=None, help="default: a free port")
     args = parser.parse_args()
@@ -548,6 +563,8 @@ def main() -> None:
         ctype, _, url = rest.partition("@")
         sidecar.register(name, ctype, url or None)
     if args.counting:
+        if args.latency:
+            sidecar.latencies_ns = []
         sidecar.start_health_only()
         asyncio.run(_serve_counting(sidecar))
         return

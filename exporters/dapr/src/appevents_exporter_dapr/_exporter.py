@@ -31,7 +31,15 @@ from typing import Literal
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
-from appevents.exporting import AppEventsSettings, Check, EncodedEvent, ExportOutcome, LogOnce, encoded_from_record
+from appevents.exporting import (
+    AppEventsSettings,
+    Check,
+    EncodedEvent,
+    ExportOutcome,
+    LogOnce,
+    encoded_from_record,
+    safe_url,
+)
 from appevents_exporter_dapr._auth import AuthSettings, HeaderProvider, header_provider_from_settings
 from appevents_exporter_dapr._diagnose import diagnose_dapr
 from appevents_exporter_dapr._dispatch import Attempt, Counters, Dispatcher
@@ -108,6 +116,17 @@ class DaprExporter(LogRecordExporter):
         self._dispatcher = Dispatcher(
             self.settings, self._transport, self._header_provider, self._counters, self._log_once
         )
+
+    @property
+    def destination(self) -> str:
+        """Where events go, as the durable spool tells destinations apart (an orphan's rows are replayed only to
+        the same one): the sidecar's gRPC address and the component (binding and operation, or pub/sub)."""
+        from dapr.conf import settings as dapr_settings
+
+        address = (
+            dapr_settings.DAPR_GRPC_ENDPOINT or f"{dapr_settings.DAPR_RUNTIME_HOST}:{dapr_settings.DAPR_GRPC_PORT}"
+        )
+        return f"dapr {self.mode.value} {safe_url(address)} {self._transport.target}"
 
     def __repr__(self) -> str:
         target = self._transport.target

@@ -19,6 +19,7 @@ replaced here; the exit path is the owner's ``shutdown()`` (the engine's, or an 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import logging
 import threading
 import time
@@ -40,6 +41,7 @@ from appevents.exporting import (
     LogOnce,
     encoded_from_record,
     event_from_json,
+    safe_url,
 )
 from appevents_exporter_segment._answers import DELIVERED, Call, Sent, Verdict, verdict_for
 from appevents_exporter_segment._diagnose import diagnose_segment
@@ -148,6 +150,14 @@ class SegmentExporter(LogRecordExporter):
 
     def __repr__(self) -> str:
         return f"SegmentExporter(host={self.settings.host!r}, write_key={REDACTED!r})"
+
+    @property
+    def destination(self) -> str:
+        """Where events go, as the durable spool tells destinations apart (an orphan's rows are replayed only to
+        the same one): the host and the Segment source, named by a digest of its write key, never the key."""
+        key = self.settings.write_key.get_secret_value() if self.settings.write_key is not None else ""
+        source = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return f"segment {safe_url(self.settings.host)} source:{source}"
 
     # -- engine thread (publisher's path for accepts) ----------------------------------------------------------
     def accepts(self, event: EncodedEvent) -> bool:

@@ -1,0 +1,16 @@
+"""The README's workflow code, as a user writes it: appevents imported at module level, no passthrough, no
+plugin (a module of its own: the sandbox re-imports it, and appevents with it, per run)."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+from appevents import Event, EventStore
+
+
+@workflow.defn
+class ReadmeWorkflow:
+    @workflow.run
+    async def run(self, input_size: int) -> bool:
+        # The README's line, verbatim but for the result, which tells the test what publish answered.
+        return await EventStore.publish_event(Event(event_type="workflow.started", data={"input_size": input_size}))
