@@ -18,7 +18,8 @@ What runs where, and why it is safe:
   handlers never end a run (temporalio fails the update, or the workflow task).
   An exception that temporalio treats as a *task* failure (a plain ``Exception`` not listed in
   ``workflow_failure_exception_types``) ends no run: the task is retried, so no ``workflow_end`` is published.
-  Termination and timeouts happen on the server without running workflow code; no worker can report them.
+  Termination and timeouts happen on the server without running workflow code; no interceptor can report them:
+  the closed-run watcher (:mod:`appevents.temporal._watcher`) does, with the same ``workflow_end`` event id.
   ``completed`` is published when the run method returns, before temporalio serialises its result: a result
   the data converter cannot serialise fails the workflow *task* instead (retried, and reported ``completed``
   again with the same event id), so a ``completed`` event with no closed run behind it means exactly that.

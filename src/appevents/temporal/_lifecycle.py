@@ -8,7 +8,9 @@ Event ids are UUIDv5 derived from the execution (workflow id, run id, activity i
 ``workflow.uuid4()``: they are the same whenever the same step is reported again (a workflow task re-executed on
 another worker, an activity attempt reported twice), so downstream can dedupe on them, and they leave the
 workflow's own random stream untouched — adding the plugin to a worker with running workflows cannot change what
-``workflow.random()`` returns to user code on replay.
+``workflow.random()`` returns to user code on replay. A run's ``workflow_end`` id depends on the namespace and the
+run id only (:func:`workflow_end_event_id`): the interceptor and every closed-run watcher (see
+:mod:`appevents.temporal._watcher`) give the same id for the same run, so N reporters make one logical event.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from hashlib import sha1
 
@@ -31,14 +34,17 @@ from appevents._runtime import random_uuid4
 __all__ = [
     "ActivityRef",
     "ActivityStatus",
+    "ClosedRun",
     "WorkflowRef",
     "activity_end_event",
     "activity_start_event",
     "activity_status_for",
     "cancellation_reasons",
+    "closed_run_end_event",
     "lifecycle_event_id",
     "worker_start_event",
     "workflow_end_event",
+    "workflow_end_event_id",
     "workflow_start_event",
     "workflow_state_for",
 ]
@@ -103,6 +109,12 @@ def lifecycle_event_id(*parts: str) -> str:
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def workflow_end_event_id(namespace: str, run_id: str) -> str:
+    """The id of run ``run_id``'s ``workflow_end``: the same from the interceptor (worker code ended the run) and
+    from any closed-run watcher (the server ended it), on any worker — one logical event per run."""
+    return lifecycle_event_id(namespace, run_id, ApplicationEventNames.WORKFLOW_END)
 
 
 def workflow_state_for(
@@ -226,11 +238,61 @@ def workflow_end_event(
     if state is not WorkflowStates.CONTINUED_AS_NEW:
         data.update(_error_data(error))
     return Event(
-        event_id=lifecycle_event_id(ref.workflow_id, ref.run_id, ApplicationEventNames.WORKFLOW_END),
+        event_id=workflow_end_event_id(ref.namespace, ref.run_id),
         event_type=EventTypes.WORKFLOW_LIFECYCLE.value,
         event_name=ApplicationEventNames.WORKFLOW_END.value,
         data=data,
         metadata=_workflow_metadata(ref, state),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedRun:
+    """A run the server closed without worker code (terminated, timed out), as its visibility record shows it."""
+
+    namespace: str
+    task_queue: str
+    workflow_type: str
+    workflow_id: str
+    run_id: str
+    #: ``terminated`` or ``timed_out``.
+    state: WorkflowStates
+    start_time: datetime
+    close_time: datetime
+    #: The reason given to ``terminate`` (None: none given, or not read).
+    reason: str | None = None
+
+
+def closed_run_end_event(run: ClosedRun) -> Event:
+    """``workflow_end`` of a run the server closed: state ``terminated``/``timed_out``, ``duration_ms`` from the
+    run's start to its close (server times), ``close_time`` (RFC 3339) and, where recorded, the termination
+    ``reason``; ``closed_by`` is ``server``. ``metadata.created_timestamp`` is the close time. Same id as the
+    interceptor's ``workflow_end`` for that run (:func:`workflow_end_event_id`)."""
+    duration_ms = max(0, int((run.close_time - run.start_time).total_seconds() * 1000))
+    data: dict[str, JsonValue] = {
+        "workflow_type": run.workflow_type,
+        "state": run.state.value,
+        "duration_ms": duration_ms,
+        "close_time": run.close_time.isoformat(),
+        "namespace": run.namespace,
+        "task_queue": run.task_queue,
+        "closed_by": "server",
+    }
+    if run.reason:
+        data["reason"] = run.reason[:MAX_ERROR_MESSAGE_CHARS]
+    metadata = EventMetadata(
+        workflow_type=run.workflow_type,
+        workflow_id=run.workflow_id,
+        workflow_run_id=run.run_id,
+        workflow_state=run.state.value,
+        created_timestamp=int(run.close_time.timestamp()),
+    )
+    return Event(
+        event_id=workflow_end_event_id(run.namespace, run.run_id),
+        event_type=EventTypes.WORKFLOW_LIFECYCLE.value,
+        event_name=ApplicationEventNames.WORKFLOW_END.value,
+        data=data,
+        metadata=metadata,
     )
 
 
