@@ -21,7 +21,7 @@ from appevents._sqlite_log import LocalEventLog
 from appevents.temporal import AppEventsPlugin, ClosedRunWatcher, TemporalSettings
 from appevents.temporal._lifecycle import workflow_end_event_id
 from temporal.support import make_worker, of_workflow
-from temporal.workflows import CompletingWorkflow, FailingWorkflow, WaitingWorkflow
+from temporal.workflows import CompletingWorkflow, FailingWorkflow, LookupFailingWorkflow, WaitingWorkflow
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -142,6 +142,22 @@ async def test_terminated_cron_run_that_never_started_gets_workflow_end(
     [end] = _ends(captured_events, workflow_id)
     assert end.metadata.workflow_state == WorkflowStates.TERMINATED
     assert end.data["reason"] == "cron retired"
+
+
+async def test_a_run_whose_task_fails_until_terminated_gets_workflow_end_terminated(
+    client: Client, task_queue: str, captured_events: CapturedEvents
+) -> None:
+    workflow_id = f"task-failing-{uuid.uuid4()}"
+    async with make_worker(client, task_queue, plugins=[_watching_plugin()]):
+        # A plain KeyError fails the workflow task, not the run: Temporal retries the task until someone steps in.
+        handle = await client.start_workflow(LookupFailingWorkflow.run, id=workflow_id, task_queue=task_queue)
+        await _until(lambda: bool(of_workflow(captured_events, workflow_id, ApplicationEventNames.WORKFLOW_START)))
+        assert _ends(captured_events, workflow_id) == []
+        await handle.terminate(reason="task keeps failing")
+        await _until(lambda: bool(_ends(captured_events, workflow_id)))
+    [end] = _ends(captured_events, workflow_id)
+    assert end.metadata.workflow_state == WorkflowStates.TERMINATED
+    assert end.data["reason"] == "task keeps failing"
 
 
 async def test_runs_closed_by_worker_code_get_no_second_workflow_end(
