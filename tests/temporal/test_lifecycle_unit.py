@@ -109,8 +109,20 @@ def test_workflow_failure_exception_types_count_as_failed() -> None:
         (asyncio.CancelledError(), ActivityCancellationDetails(reset=True), ActivityStatus.FAILED),
         # The function raised CancelledError itself (or a heartbeat failed): temporalio reports a failure.
         (asyncio.CancelledError(), None, ActivityStatus.FAILED),
-        # An error raised while handling a timeout is still the function's failure.
-        (RuntimeError("cleanup"), ActivityCancellationDetails(timed_out=True), ActivityStatus.FAILED),
+        # After a timeout the server has recorded it: a late failure or result is refused.
+        (RuntimeError("cleanup"), ActivityCancellationDetails(timed_out=True), ActivityStatus.TIMED_OUT),
+        (None, ActivityCancellationDetails(timed_out=True), ActivityStatus.TIMED_OUT),
+        (
+            asyncio.CancelledError(),
+            ActivityCancellationDetails(timed_out=True, not_found=True),
+            ActivityStatus.TIMED_OUT,
+        ),
+        # The server no longer knows the attempt (its workflow closed): whatever the function did is refused.
+        (None, ActivityCancellationDetails(not_found=True), ActivityStatus.COMPLETION_REFUSED),
+        (asyncio.CancelledError(), ActivityCancellationDetails(not_found=True), ActivityStatus.COMPLETION_REFUSED),
+        (RuntimeError("x"), ActivityCancellationDetails(not_found=True), ActivityStatus.COMPLETION_REFUSED),
+        # A cancel request the function ignored: the server accepts the result while the workflow is open.
+        (None, ActivityCancellationDetails(cancel_requested=True), ActivityStatus.COMPLETED),
         (_CompleteAsyncError(), None, ActivityStatus.COMPLETING_ASYNC),
     ],
 )
@@ -118,6 +130,16 @@ def test_activity_status_for(
     error: BaseException | None, cancellation: ActivityCancellationDetails | None, status: ActivityStatus
 ) -> None:
     assert activity_status_for(error, cancellation) is status
+
+
+def test_a_refused_completion_says_what_the_function_did() -> None:
+    not_found = ActivityCancellationDetails(not_found=True)
+    end = activity_end_event(ACTIVITY, ActivityStatus.COMPLETION_REFUSED, 15_000, None, not_found)
+    assert (end.data["status"], end.data["outcome"]) == ("completion_refused", "completed")
+    assert end.data["cancellation_reasons"] == ["not_found"]
+    assert "error_type" not in end.data
+    failed = activity_end_event(ACTIVITY, ActivityStatus.COMPLETION_REFUSED, 3, RuntimeError("late"), not_found)
+    assert (failed.data["outcome"], failed.data["error_type"]) == ("failed", "RuntimeError")
 
 
 def test_activity_end_names_why_temporalio_cancelled_the_attempt() -> None:

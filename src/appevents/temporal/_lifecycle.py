@@ -67,6 +67,9 @@ class ActivityStatus(StrEnum):
     TIMED_OUT = "timed_out"
     #: The activity called ``activity.raise_complete_async()``; it is completed later, outside this worker.
     COMPLETING_ASYNC = "completing_async"
+    #: The server no longer knew the attempt when it ended (its workflow had closed, or the activity was resolved
+    #: meanwhile): whatever the function did (``data.outcome``) was refused, nothing was recorded for it.
+    COMPLETION_REFUSED = "completion_refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,25 +156,41 @@ def workflow_state_for(
 def activity_status_for(
     error: BaseException | None, cancellation: ActivityCancellationDetails | None = None
 ) -> ActivityStatus:
-    """How an activity attempt ended, from the exception its function raised (None: it returned) and, for a
-    cancellation, ``activity.cancellation_details()`` — why temporalio cancelled the attempt.
+    """How an activity attempt ended as the server records it, from the exception its function raised (None: it
+    returned) and ``activity.cancellation_details()`` — whether and why temporalio cancelled the attempt.
 
     temporalio delivers more than cancel requests as a cancellation; like temporalio, only a requested
     cancellation (or worker shutdown, which temporalio reports the same way) is "cancelled". A timed-out attempt
-    (heartbeat or start-to-close) is "timed_out"; a paused or reset activity, a cancellation without details
-    (the function raised ``CancelledError`` itself, or a heartbeat failed) is "failed".
+    (heartbeat or start-to-close) is "timed_out" — also when the function returned or failed after the timeout:
+    the server had recorded the timeout and refuses the late outcome. An attempt the server no longer knew
+    ("not found": its workflow closed, e.g. was cancelled, or the activity was resolved meanwhile) is
+    "completion_refused", whatever the function did: a sync activity in a process pool cannot be interrupted and
+    runs to its end, and temporalio still sends its result, which the server refuses. A paused or reset
+    activity, a cancellation without details (the function raised ``CancelledError`` itself, or a heartbeat
+    failed) is "failed". A cancel request the function ignored, completing anyway, is "completed": the server
+    accepts the result while the workflow is open.
     """
-    if error is None:
-        return ActivityStatus.COMPLETED
     if isinstance(error, _CompleteAsyncError):  # activity.raise_complete_async()
         return ActivityStatus.COMPLETING_ASYNC
+    # A timed-out attempt is also unknown to the server ("not found") by then: the timeout is what it recorded.
+    if cancellation is not None and cancellation.timed_out:
+        return ActivityStatus.TIMED_OUT
+    if cancellation is not None and cancellation.not_found:
+        return ActivityStatus.COMPLETION_REFUSED
+    if error is None:
+        return ActivityStatus.COMPLETED
     if not is_cancelled_exception(error) or cancellation is None:
         return ActivityStatus.FAILED
     if cancellation.cancel_requested or cancellation.worker_shutdown:
         return ActivityStatus.CANCELLED
-    if cancellation.timed_out:
-        return ActivityStatus.TIMED_OUT
     return ActivityStatus.FAILED
+
+
+def _function_outcome(error: BaseException | None) -> str:
+    """What the activity function itself did: completed, failed or cancelled (raised a cancellation)."""
+    if error is None:
+        return ActivityStatus.COMPLETED.value
+    return ActivityStatus.CANCELLED.value if is_cancelled_exception(error) else ActivityStatus.FAILED.value
 
 
 def cancellation_reasons(cancellation: ActivityCancellationDetails | None) -> list[str]:
@@ -339,14 +358,23 @@ def activity_end_event(
     cancellation: ActivityCancellationDetails | None = None,
 ) -> Event:
     """``activity_end``: one attempt ended with ``status``; an attempt that did not complete carries the error
-    type and, if temporalio cancelled it, ``cancellation_reasons`` (see :func:`cancellation_reasons`)."""
+    type and, if temporalio cancelled it, ``cancellation_reasons`` (see :func:`cancellation_reasons`). When the
+    server's record differs from what the function did (``timed_out``, ``completion_refused``), ``outcome`` says
+    what the function did: completed, failed or cancelled."""
     data: dict[str, JsonValue] = {
         "activity_type": ref.activity_type,
         "attempt": ref.attempt,
         "status": status.value,
         "duration_ms": duration_ms,
     }
-    if status in (ActivityStatus.FAILED, ActivityStatus.CANCELLED, ActivityStatus.TIMED_OUT):
+    if status in (ActivityStatus.TIMED_OUT, ActivityStatus.COMPLETION_REFUSED):
+        data["outcome"] = _function_outcome(error)
+    if status in (
+        ActivityStatus.FAILED,
+        ActivityStatus.CANCELLED,
+        ActivityStatus.TIMED_OUT,
+        ActivityStatus.COMPLETION_REFUSED,
+    ):
         data.update(_error_data(error))
         reasons = cancellation_reasons(cancellation)
         if reasons:
