@@ -8,11 +8,12 @@ import uuid
 
 import pytest
 from temporalio.activity import ActivityCancellationDetails, _CompleteAsyncError
+from temporalio.converter import PayloadConverter
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 from temporalio.workflow import ContinueAsNewError
 
 from appevents import ApplicationEventNames, Event, EventTypes, WorkflowStates
-from appevents.temporal._interceptor import _publish, lifecycle_failures
+from appevents.temporal._interceptor import TRACE_HEADER, _publish, lifecycle_failures, trace_from_headers
 from appevents.temporal._lifecycle import (
     LIFECYCLE_ID_NAMESPACE,
     ActivityRef,
@@ -206,3 +207,17 @@ def test_lifecycle_build_failures_are_counted_and_logged_once(caplog: pytest.Log
     assert lifecycle_failures.count("lifecycle:_BrokenRef") == 3
     [record] = [r for r in caplog.records if "_BrokenRef" in r.getMessage()]
     assert "no workflow info" in record.getMessage()
+
+
+def test_trace_from_headers_reads_the_callers_w3c_trace_context() -> None:
+    carrier = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    [payload] = PayloadConverter.default.to_payloads([carrier])
+    assert trace_from_headers({TRACE_HEADER: payload}) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+
+
+def test_trace_from_headers_ignores_missing_and_foreign_headers() -> None:
+    [not_a_carrier] = PayloadConverter.default.to_payloads(["a string, not a carrier"])
+    [invalid] = PayloadConverter.default.to_payloads([{"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-01"}])
+    assert trace_from_headers({}) is None
+    assert trace_from_headers({TRACE_HEADER: not_a_carrier}) is None
+    assert trace_from_headers({TRACE_HEADER: invalid}) is None
