@@ -234,3 +234,45 @@ async def _until_reported(watcher: ClosedRunWatcher, workflow_id: str) -> list[E
             reported += await watcher.poll()
             await asyncio.sleep(0.05)
     return reported
+
+
+async def test_with_a_state_file_a_restarted_watcher_resumes_at_its_watermark_and_publishes_nothing_twice(
+    client: Client, task_queue: str, captured_events: CapturedEvents, tmp_path: Path
+) -> None:
+    settings = FAST_WATCH.model_copy(update={"watch_state_path": tmp_path / "watch.db"})
+    before_id, during_id = f"before-{uuid.uuid4()}", f"during-{uuid.uuid4()}"
+    first = ClosedRunWatcher(client, [task_queue], settings)
+    before = await client.start_workflow(WaitingWorkflow.run, id=before_id, task_queue=task_queue)
+    await before.terminate()
+    await _closed(client, before_id)
+    await _until_reported(first, before_id)
+    during = await client.start_workflow(WaitingWorkflow.run, id=during_id, task_queue=task_queue)
+    await during.terminate()
+    await _closed(client, during_id)
+    second = ClosedRunWatcher(client, [task_queue], settings)
+    reported = await _until_reported(second, during_id)
+    for _ in range(3):  # more rounds over the same window
+        reported += await second.poll()
+    assert [e.metadata.workflow_id for e in reported] == [during_id]
+    # Every publish, not a deduplicating store: one workflow_end per run.
+    assert len(_ends(captured_events, before_id)) == 1
+    assert len(_ends(captured_events, during_id)) == 1
+
+
+async def test_watchers_sharing_a_state_file_publish_a_run_once(
+    client: Client, task_queue: str, captured_events: CapturedEvents, tmp_path: Path
+) -> None:
+    settings = FAST_WATCH.model_copy(update={"watch_state_path": tmp_path / "watch.db"})
+    watchers = [ClosedRunWatcher(client, [task_queue], settings) for _ in range(2)]
+    workflow_id = f"shared-{uuid.uuid4()}"
+    handle = await client.start_workflow(WaitingWorkflow.run, id=workflow_id, task_queue=task_queue)
+    await handle.terminate()
+    await _closed(client, workflow_id)
+    async with asyncio.timeout(20):
+        while not _ends(captured_events, workflow_id):
+            for watcher in watchers:
+                await watcher.poll()
+            await asyncio.sleep(0.05)
+    for watcher in watchers:
+        await watcher.poll()
+    assert len(_ends(captured_events, workflow_id)) == 1

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+import stat
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -21,6 +24,7 @@ from appevents.temporal._lifecycle import (
     workflow_end_event,
     workflow_end_event_id,
 )
+from appevents.temporal._watch_state import WatchState
 from appevents.temporal._watcher import MAX_BACKOFF_S, Watermark, closed_runs_query
 
 pytestmark = pytest.mark.timeout(30)
@@ -170,3 +174,56 @@ async def test_one_query_per_task_queue_per_poll() -> None:
     await watcher.poll()
     assert [q.split(" AND ")[0] for q in client.queries] == ["TaskQueue = 'a'", "TaskQueue = 'b'"] * 2
     assert watcher.queries == 4
+
+
+def test_the_watch_state_keeps_claims_per_run_and_forgets_runs_out_of_the_window(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "watch.db"
+    state = WatchState(path)
+    try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert state.claim("default", "orders", "run-1", T0)
+        assert not state.claim("default", "orders", "run-1", T0), "claimed already"
+        assert state.claim("other", "orders", "run-1", T0), "another namespace"
+        assert state.claim("default", "orders", "run-2", T0 + timedelta(minutes=5))
+        assert state.load("default", "orders") == {"run-1": T0, "run-2": T0 + timedelta(minutes=5)}
+        state.forget_before("default", "orders", T0 + timedelta(minutes=1))
+        assert state.load("default", "orders") == {"run-2": T0 + timedelta(minutes=5)}
+        assert state.load("other", "orders") == {"run-1": T0}
+    finally:
+        state.close()
+    reopened = WatchState(path)
+    try:
+        assert reopened.load("default", "orders") == {"run-2": T0 + timedelta(minutes=5)}
+    finally:
+        reopened.close()
+
+
+def test_the_watch_state_refuses_a_file_that_is_not_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "someone-elses.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE orders (id INTEGER)")
+    db.close()
+    with pytest.raises(ValueError, match="something else"):
+        WatchState(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("orders",)]
+    db.close()
+
+
+async def test_a_watcher_whose_state_file_cannot_be_used_warns_once_and_watches_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "someone-elses.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE orders (id INTEGER)")
+    db.close()
+    client = _RefusingClient()
+    watcher = ClosedRunWatcher(
+        cast(Client, client), ["orders"], TemporalSettings(watch_interval_s=0.5, watch_state_path=path)
+    )
+    with caplog.at_level(logging.WARNING, logger="appevents"):
+        await watcher.poll()
+        await watcher.poll()
+    assert len(client.queries) == 2
+    [record] = [r for r in caplog.records if "watch state" in r.getMessage()]
+    assert "keeps it in memory" in record.getMessage()

@@ -6,6 +6,8 @@ workflow), or given in code: ``AppEventsPlugin(settings=TemporalSettings(watch=F
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -29,3 +31,7 @@ class TemporalSettings(BaseSettings):
     #: Each query re-reads this many seconds before the newest close time seen, for visibility records that
     #: arrive late (Elasticsearch refresh, a visibility queue backlog); keep it above the cluster's visibility delay.
     watch_overlap_s: float = Field(default=60.0, ge=0)
+    #: An SQLite file where watchers keep the runs they reported: a restarted watcher resumes at its watermark
+    #: (nothing re-read, nothing published twice) and watchers on one host publish a run once between them.
+    #: Unset: kept in memory (a restart re-reads the lookback window and publishes those runs again, same ids).
+    watch_state_path: Path | None = None

@@ -18,6 +18,11 @@ CloseTime >= <watermark - overlap>`` — and publishes one ``workflow_end`` per 
   it for visibility records that arrive late, and runs already reported in that window are skipped. A starting
   watcher looks ``lookback_s`` back: a restart misses nothing that closed within that window while no watcher ran,
   and reads nothing older. Failed queries back off (doubling, up to :data:`MAX_BACKOFF_S`), logged once per kind.
+- **Restarts.** With ``APPEVENTS_TEMPORAL_WATCH_STATE_PATH`` the reported runs are kept in an SQLite file
+  (:mod:`appevents.temporal._watch_state`): a restarted watcher resumes at its watermark (a run closed while it
+  was down is reported, one reported before is not, unless it is older than the lookback window), and watchers
+  sharing the file publish each run once. Without it, a restart re-reads the lookback window and publishes
+  those runs again, with the same ids.
 - **Degrades to one warning.** A server that refuses the query for good (no advanced visibility: the filter is
   not supported; no permission to list workflows; no such namespace) gets one warning and the watcher stops; the
   worker runs on.
@@ -30,9 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import ParamSpec, TypeVar
 
 from temporalio.api.common.v1 import WorkflowExecution as WorkflowExecutionRef
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
@@ -44,10 +51,13 @@ from appevents._event_store import EventStore
 from appevents._models import Event, WorkflowStates
 from appevents.temporal._lifecycle import ClosedRun, closed_run_end_event
 from appevents.temporal._settings import TemporalSettings
+from appevents.temporal._watch_state import WatchState
 
 __all__ = ["MAX_BACKOFF_S", "MAX_REASON_READS_PER_POLL", "ClosedRunWatcher", "Watermark", "closed_runs_query"]
 
 _logger = logging.getLogger("appevents.temporal")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: The longest wait between two attempts after failed queries.
 MAX_BACKOFF_S = 300.0
@@ -139,10 +149,14 @@ class ClosedRunWatcher:
         settings = settings or TemporalSettings()
         self._client = client
         self._interval_s = settings.watch_interval_s
-        start = now() - timedelta(seconds=settings.watch_lookback_s)
-        overlap = timedelta(seconds=settings.watch_overlap_s)
-        self._watermarks = {queue: Watermark(start, overlap) for queue in dict.fromkeys(task_queues)}
+        self._start = now() - timedelta(seconds=settings.watch_lookback_s)
+        self._overlap = timedelta(seconds=settings.watch_overlap_s)
+        self._watermarks = {queue: Watermark(self._start, self._overlap) for queue in dict.fromkeys(task_queues)}
+        self._state_path = settings.watch_state_path
+        self._state: WatchState | None = None
+        self._resumed = False
         self._failures = LogOnce(_logger)
+        self._state_failures = LogOnce(_logger)
         #: Visibility queries sent (one per task queue per poll), for measurements.
         self.queries = 0
         #: Consecutive failed polls (0 after a poll succeeds).
@@ -159,6 +173,14 @@ class ClosedRunWatcher:
     async def run(self) -> None:
         """Poll every interval until cancelled; back off on errors; return after one warning if the server
         refuses the query for good."""
+        try:
+            await self._run()
+        finally:
+            if self._state is not None:
+                self._state.close()
+                self._state = None
+
+    async def _run(self) -> None:
         while True:
             try:
                 await self.poll()
@@ -194,6 +216,8 @@ class ClosedRunWatcher:
         """One round: one query per task queue; publishes and returns the ``workflow_end`` events of runs not
         reported before. Raises :class:`WatchStopped` (after logging one warning) if the server refuses the
         query for good, ``RPCError`` for other failures."""
+        if not self._resumed:
+            await self._resume()
         published: list[Event] = []
         reasons_left = MAX_REASON_READS_PER_POLL
         for queue, watermark in self._watermarks.items():
@@ -207,9 +231,14 @@ class ClosedRunWatcher:
                 raise
             # Oldest first, so the watermark moves in order (the server's order is not specified).
             executions.sort(key=lambda execution: execution.close_time or watermark.newest)
+            recorded = False
             for execution in executions:
                 state = _STATES.get(execution.status) if execution.status is not None else None
                 if state is None or execution.close_time is None or not watermark.is_new(execution.run_id):
+                    continue
+                recorded = True
+                if not await self._claim(queue, execution.run_id, execution.close_time):
+                    watermark.record(execution.run_id, execution.close_time)  # another watcher published it
                     continue
                 reason = None
                 if state is WorkflowStates.TERMINATED and reasons_left > 0:
@@ -230,7 +259,46 @@ class ClosedRunWatcher:
                 EventStore.publish(event)
                 published.append(event)
                 watermark.record(run.run_id, run.close_time)
+            if recorded and self._state is not None:
+                await self._keep_state(self._state.forget_before, self.namespace, queue, watermark.since())
         return published
+
+    async def _resume(self) -> None:
+        """Open the state file (if any) and resume each task queue at its stored watermark, never further back
+        than the lookback window."""
+        self._resumed = True
+        if self._state_path is None:
+            return
+        try:
+            self._state = await asyncio.to_thread(WatchState, self._state_path)
+        except (OSError, sqlite3.Error, ValueError) as error:
+            self._state_failures.failure(
+                "watch_state", error, f"opening the watch state {self._state_path}", "the watcher keeps it in memory"
+            )
+            return
+        for queue in self._watermarks:
+            reported = await self._keep_state(self._state.load, self.namespace, queue)
+            if reported:
+                newest = max(reported.values())
+                if newest > self._start:
+                    self._watermarks[queue] = Watermark(newest, self._overlap, dict(reported))
+
+    async def _claim(self, queue: str, run_id: str, close_time: datetime) -> bool:
+        """True if this watcher is to publish the run (no state file, or its claim in it succeeded)."""
+        if self._state is None:
+            return True
+        claimed = await self._keep_state(self._state.claim, self.namespace, queue, run_id, close_time)
+        return True if claimed is None else claimed  # a state that fails: publish (the id dedupes downstream)
+
+    async def _keep_state(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
+        """``call`` in a thread; None (logged once) if the state file fails."""
+        try:
+            return await asyncio.to_thread(call, *args, **kwargs)
+        except (OSError, sqlite3.Error) as error:
+            self._state_failures.failure(
+                "watch_state", error, f"using the watch state {self._state_path}", "the run is reported anyway"
+            )
+            return None
 
     def _stop(self, error: RPCError) -> None:
         _logger.warning(
