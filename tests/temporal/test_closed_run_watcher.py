@@ -276,3 +276,24 @@ async def test_watchers_sharing_a_state_file_publish_a_run_once(
     for watcher in watchers:
         await watcher.poll()
     assert len(_ends(captured_events, workflow_id)) == 1
+
+
+async def test_a_worker_restarted_during_the_window_reports_the_run_closed_while_it_was_down_once(
+    client: Client, task_queue: str, captured_events: CapturedEvents, tmp_path: Path
+) -> None:
+    settings = FAST_WATCH.model_copy(update={"watch_state_path": tmp_path / "watch.db"})
+    before_id, down_id = f"before-{uuid.uuid4()}", f"down-{uuid.uuid4()}"
+    async with make_worker(client, task_queue, plugins=[AppEventsPlugin(settings=settings)]):
+        before = await client.start_workflow(WaitingWorkflow.run, id=before_id, task_queue=task_queue)
+        down = await client.start_workflow(WaitingWorkflow.run, id=down_id, task_queue=task_queue)
+        await before.terminate()
+        await _until(lambda: bool(_ends(captured_events, before_id)))
+    await down.terminate()  # no worker runs
+    plugin = AppEventsPlugin(settings=settings)
+    async with make_worker(client, task_queue, plugins=[plugin]) as worker:
+        await _until(lambda: bool(_ends(captured_events, down_id)))
+        watcher = plugin.watchers[worker]
+        seen = watcher.queries
+        await _until(lambda: watcher.queries >= seen + 3)
+    assert [e.metadata.workflow_state for e in _ends(captured_events, before_id)] == [WorkflowStates.TERMINATED]
+    assert [e.metadata.workflow_state for e in _ends(captured_events, down_id)] == [WorkflowStates.TERMINATED]
