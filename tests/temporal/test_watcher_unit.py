@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sqlite3
 import stat
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -100,9 +101,8 @@ def test_a_runs_workflow_end_has_one_id_whoever_reports_it() -> None:
 class _RefusingClient:
     """Stands in for a Client whose server answers every visibility query with ``errors`` (then nothing)."""
 
-    namespace = "default"
-
-    def __init__(self, *errors: RPCError) -> None:
+    def __init__(self, *errors: RPCError, namespace: str = "default") -> None:
+        self.namespace = namespace
         self.errors = list(errors)
         self.queries: list[str] = []
 
@@ -130,13 +130,13 @@ def _watcher(client: _RefusingClient, queues: list[str]) -> ClosedRunWatcher:
 async def test_a_server_without_the_visibility_features_gets_one_warning_and_no_retry_loop(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    client = _RefusingClient(
-        _rpc_error(RPCStatusCode.INVALID_ARGUMENT, "invalid query: operation is not supported"),
-    )
-    watcher = _watcher(client, ["orders"])
+    namespace = f"ns-{uuid.uuid4()}"
+    refusal = _rpc_error(RPCStatusCode.INVALID_ARGUMENT, "invalid query: operation is not supported")
+    clients = [_RefusingClient(refusal, namespace=namespace) for _ in range(3)]  # three workers, one process
     with caplog.at_level(logging.WARNING, logger="appevents.temporal"):
-        await asyncio.wait_for(watcher.run(), timeout=5)
-    assert len(client.queries) == 1
+        for client in clients:
+            await asyncio.wait_for(_watcher(client, ["orders"]).run(), timeout=5)
+    assert [len(client.queries) for client in clients] == [1, 1, 1]
     [warning] = [r for r in caplog.records if r.name == "appevents.temporal"]
     assert "advanced visibility" in warning.getMessage()
     assert "APPEVENTS_TEMPORAL_WATCH=false" in warning.getMessage()

@@ -59,6 +59,11 @@ _logger = logging.getLogger("appevents.temporal")
 P = ParamSpec("P")
 T = TypeVar("T")
 
+#: Servers that refused the watcher's query for good, by namespace and answer: warned about once per process (a
+#: test suite starting a worker per test against the time-skipping server, which has no visibility API, gets one
+#: warning, not one per worker).
+watch_refusals = LogOnce(_logger)
+
 #: The longest wait between two attempts after failed queries.
 MAX_BACKOFF_S = 300.0
 #: Termination reasons read per poll (one history read each); later runs of a mass termination carry none.
@@ -301,11 +306,14 @@ class ClosedRunWatcher:
             return None
 
     def _stop(self, error: RPCError) -> None:
-        _logger.warning(
+        watch_refusals(
+            f"{self.namespace}:{error.status.name}",
+            logging.WARNING,
             "appevents: the closed-run watcher stops: the Temporal server refused its visibility query for good "
             "(%s: %s). workflow_end of terminated and timed-out runs in namespace %r is not reported. It needs "
             "advanced visibility (SQL visibility on Temporal >= 1.20, or Elasticsearch; Temporal Cloud has it) and "
-            "permission to list workflows in the namespace; APPEVENTS_TEMPORAL_WATCH=false turns it off.",
+            "permission to list workflows in the namespace; APPEVENTS_TEMPORAL_WATCH=false turns it off "
+            "(said once per process and namespace).",
             error.status.name,
             error.message,
             self.namespace,
