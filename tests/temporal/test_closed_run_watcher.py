@@ -5,6 +5,7 @@ worker code would use; runs worker code closed get none from the watcher."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -297,3 +298,22 @@ async def test_a_worker_restarted_during_the_window_reports_the_run_closed_while
         await _until(lambda: watcher.queries >= seen + 3)
     assert [e.metadata.workflow_state for e in _ends(captured_events, before_id)] == [WorkflowStates.TERMINATED]
     assert [e.metadata.workflow_state for e in _ends(captured_events, down_id)] == [WorkflowStates.TERMINATED]
+
+
+async def test_bad_watcher_settings_leave_the_worker_running_without_a_watcher(
+    client: Client,
+    task_queue: str,
+    captured_events: CapturedEvents,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("APPEVENTS_TEMPORAL_WATCH_INTERVAL_S", "soon")
+    plugin = AppEventsPlugin()
+    workflow_id = f"bad-settings-{uuid.uuid4()}"
+    with caplog.at_level(logging.ERROR, logger="appevents.temporal"):
+        async with make_worker(client, task_queue, plugins=[plugin]) as worker:
+            await client.execute_workflow(CompletingWorkflow.run, 0.0, id=workflow_id, task_queue=task_queue)
+            assert worker not in plugin.watchers
+    [end] = _ends(captured_events, workflow_id)
+    assert end.metadata.workflow_state == WorkflowStates.COMPLETED
+    assert any("watch_interval_s" in r.getMessage() and "watcher is off" in r.getMessage() for r in caplog.records)

@@ -69,3 +69,17 @@ def test_the_watch_command_names_a_server_it_cannot_reach(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert "cannot connect to Temporal at 127.0.0.1:1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_watch_command_names_bad_settings(tmp_path: Path) -> None:
+    env = {**os.environ, "APPEVENTS_TEMPORAL_WATCH_INTERVAL_S": "-1", "APPEVENTS_LOCAL_PATH": str(tmp_path / "e.db")}
+    result = subprocess.run(
+        [sys.executable, "-m", "appevents", "temporal", "watch", "--task-queue", "q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert result.returncode == 2
+    assert "bad APPEVENTS_TEMPORAL_* settings: watch_interval_s: Input should be greater than 0" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -33,6 +33,7 @@ from typing import Any
 import temporalio
 import temporalio.client
 import temporalio.worker
+from pydantic import ValidationError
 from temporalio.client import ClientConfig
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import ReplayerConfig, Worker, WorkerConfig, WorkflowRunner
@@ -42,7 +43,7 @@ from appevents._event_store import EventStore
 from appevents._version import __version__
 from appevents.temporal._interceptor import EventInterceptor
 from appevents.temporal._lifecycle import worker_start_event
-from appevents.temporal._settings import TemporalSettings
+from appevents.temporal._settings import TemporalSettings, settings_problems
 from appevents.temporal._watcher import ClosedRunWatcher
 
 __all__ = ["PASSTHROUGH_MODULES", "AppEventsPlugin"]
@@ -150,7 +151,14 @@ class AppEventsPlugin(SimplePlugin):
             await EventStore.flush(self._flush_timeout_s)
 
     def _start_watcher(self, worker: Worker) -> asyncio.Task[None] | None:
-        settings = self._settings or TemporalSettings()
+        try:
+            settings = self._settings or TemporalSettings()
+        except ValidationError as exc:  # events must not keep a worker from running
+            _logger.error(
+                "appevents: bad APPEVENTS_TEMPORAL_* settings (%s); the closed-run watcher is off",
+                settings_problems(exc),
+            )
+            return None
         if not settings.watch:
             return None
         watcher = ClosedRunWatcher(worker.client, [worker.task_queue], settings)

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["TemporalSettings"]
+__all__ = ["TemporalSettings", "settings_problems"]
+
+
+def settings_problems(error: ValidationError) -> str:
+    """``field: message; ...`` — what is wrong with the settings, in one line."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
 
 
 class TemporalSettings(BaseSettings):

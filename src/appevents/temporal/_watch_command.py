@@ -15,11 +15,12 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 
 from appevents._event_store import EventStore
-from appevents.temporal._settings import TemporalSettings
+from appevents.temporal._settings import TemporalSettings, settings_problems
 from appevents.temporal._watcher import ClosedRunWatcher
 
 __all__ = ["run_watch_command"]
@@ -30,18 +31,17 @@ _logger = logging.getLogger("appevents.temporal")
 async def _watch(
     address: str | None, namespace: str | None, task_queues: Sequence[str], settings: TemporalSettings
 ) -> int:
-    config = ClientConfig.load_client_connect_config()
-    if address:
-        config["target_host"] = address
-    if namespace:
-        config["namespace"] = namespace
+    target = address
     try:
+        config = ClientConfig.load_client_connect_config()
+        if address:
+            config["target_host"] = address
+        if namespace:
+            config["namespace"] = namespace
+        target = config.get("target_host")
         client = await Client.connect(**config)
-    except Exception as exc:  # connection refused, bad TLS, bad credentials: one line, no traceback
-        print(
-            f"appevents temporal watch: cannot connect to Temporal at {config.get('target_host')}: {exc}",
-            file=sys.stderr,
-        )
+    except Exception as exc:  # a bad profile, connection refused, bad TLS, bad credentials: one line, no traceback
+        print(f"appevents temporal watch: cannot connect to Temporal at {target}: {exc}", file=sys.stderr)
         return 2
     watcher = ClosedRunWatcher(client, task_queues, settings)
     _logger.info(
@@ -64,9 +64,13 @@ async def _watch(
 def run_watch_command(
     *, address: str | None, namespace: str | None, task_queues: Sequence[str], interval_s: float | None
 ) -> int:
-    """Run the watcher until SIGTERM/SIGINT; 0 when stopped so, 1 when the server refused the query for good, 2 when
-    it could not connect."""
-    settings = TemporalSettings() if interval_s is None else TemporalSettings(watch_interval_s=interval_s)
+    """Run the watcher until SIGTERM/SIGINT; 0 when stopped so, 1 when the server refused the query for good, 2 for
+    bad settings or when it could not connect."""
+    try:
+        settings = TemporalSettings() if interval_s is None else TemporalSettings(watch_interval_s=interval_s)
+    except ValidationError as exc:
+        print(f"appevents temporal watch: bad APPEVENTS_TEMPORAL_* settings: {settings_problems(exc)}", file=sys.stderr)
+        return 2
     EventStore.pipeline()  # the destinations, from APPEVENTS_*
     try:
         return asyncio.run(_watch(address, namespace, task_queues, settings))
