@@ -57,29 +57,21 @@ async def test_the_watch_command_publishes_workflow_end_of_a_terminated_run_and_
     assert end.data["reason"] == "watched from outside"
 
 
-def test_the_watch_command_names_a_server_it_cannot_reach(tmp_path: Path) -> None:
-    env = {**os.environ, "APPEVENTS_EXPORTERS": "local", "APPEVENTS_LOCAL_PATH": str(tmp_path / "events.db")}
-    result = subprocess.run(
-        [sys.executable, "-m", "appevents", "temporal", "watch", "--address", "127.0.0.1:1", "--task-queue", "q"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=50,
-    )
-    assert result.returncode == 2
-    assert "cannot connect to Temporal at 127.0.0.1:1" in result.stderr
+def _failed_watch(tmp_path: Path, *args: str, **env: str) -> str:
+    """Run ``appevents temporal watch ARGS`` expecting exit status 2 and no traceback; its stderr."""
+    environ = {**os.environ, "APPEVENTS_LOCAL_PATH": str(tmp_path / "events.db"), **env}
+    command = [sys.executable, "-m", "appevents", "temporal", "watch", *args]
+    result = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=50)
+    assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+def test_the_watch_command_names_a_server_it_cannot_reach(tmp_path: Path) -> None:
+    stderr = _failed_watch(tmp_path, "--address", "127.0.0.1:1", "--task-queue", "q")
+    assert "cannot connect to Temporal at 127.0.0.1:1" in stderr
 
 
 def test_the_watch_command_names_bad_settings(tmp_path: Path) -> None:
-    env = {**os.environ, "APPEVENTS_TEMPORAL_WATCH_INTERVAL_S": "-1", "APPEVENTS_LOCAL_PATH": str(tmp_path / "e.db")}
-    result = subprocess.run(
-        [sys.executable, "-m", "appevents", "temporal", "watch", "--task-queue", "q"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=50,
-    )
-    assert result.returncode == 2
-    assert "bad APPEVENTS_TEMPORAL_* settings: watch_interval_s: Input should be greater than 0" in result.stderr
-    assert "Traceback" not in result.stderr
+    stderr = _failed_watch(tmp_path, "--task-queue", "q", APPEVENTS_TEMPORAL_WATCH_INTERVAL_S="-1")
+    assert "bad APPEVENTS_TEMPORAL_* settings: watch_interval_s: Input should be greater than 0" in stderr
