@@ -247,13 +247,17 @@ async def test_with_a_state_file_a_restarted_watcher_resumes_at_its_watermark_an
     await before.terminate()
     await _closed(client, before_id)
     await _until_reported(first, before_id)
+    first.close()  # the watcher stops
     during = await client.start_workflow(WaitingWorkflow.run, id=during_id, task_queue=task_queue)
     await during.terminate()
     await _closed(client, during_id)
     second = ClosedRunWatcher(client, [task_queue], settings)
-    reported = await _until_reported(second, during_id)
-    for _ in range(3):  # more rounds over the same window
-        reported += await second.poll()
+    try:
+        reported = await _until_reported(second, during_id)
+        for _ in range(3):  # more rounds over the same window
+            reported += await second.poll()
+    finally:
+        second.close()
     assert [e.metadata.workflow_id for e in reported] == [during_id]
     # Every publish, not a deduplicating store: one workflow_end per run.
     assert len(_ends(captured_events, before_id)) == 1
@@ -269,13 +273,17 @@ async def test_watchers_sharing_a_state_file_publish_a_run_once(
     handle = await client.start_workflow(WaitingWorkflow.run, id=workflow_id, task_queue=task_queue)
     await handle.terminate()
     await _closed(client, workflow_id)
-    async with asyncio.timeout(20):
-        while not _ends(captured_events, workflow_id):
-            for watcher in watchers:
-                await watcher.poll()
-            await asyncio.sleep(0.05)
-    for watcher in watchers:
-        await watcher.poll()
+    try:
+        async with asyncio.timeout(20):
+            while not _ends(captured_events, workflow_id):
+                for watcher in watchers:
+                    await watcher.poll()
+                await asyncio.sleep(0.05)
+        for watcher in watchers:
+            await watcher.poll()
+    finally:
+        for watcher in watchers:
+            watcher.close()
     assert len(_ends(captured_events, workflow_id)) == 1
 
 

@@ -226,4 +226,5 @@ async def test_a_watcher_whose_state_file_cannot_be_used_warns_once_and_watches_
         await watcher.poll()
     assert len(client.queries) == 2
     [record] = [r for r in caplog.records if "watch state" in r.getMessage()]
+    assert record.levelno == logging.WARNING
     assert "keeps it in memory" in record.getMessage()

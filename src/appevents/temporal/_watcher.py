@@ -181,9 +181,14 @@ class ClosedRunWatcher:
         try:
             await self._run()
         finally:
-            if self._state is not None:
-                self._state.close()
-                self._state = None
+            self.close()
+
+    def close(self) -> None:
+        """Close the state file, if one is open (``run`` does it when it ends; callers of ``poll`` call it)."""
+        if self._state is not None:
+            self._state.close()
+            self._state = None
+            self._resumed = False
 
     async def _run(self) -> None:
         while True:
@@ -278,7 +283,11 @@ class ClosedRunWatcher:
             self._state = await asyncio.to_thread(WatchState, self._state_path)
         except (OSError, sqlite3.Error, ValueError) as error:
             self._state_failures.failure(
-                "watch_state", error, f"opening the watch state {self._state_path}", "the watcher keeps it in memory"
+                "watch_state",
+                error,
+                f"opening the watch state {self._state_path}",
+                "the watcher keeps it in memory",
+                level=logging.WARNING,
             )
             return
         for queue in self._watermarks:
@@ -301,7 +310,11 @@ class ClosedRunWatcher:
             return await asyncio.to_thread(call, *args, **kwargs)
         except (OSError, sqlite3.Error) as error:
             self._state_failures.failure(
-                "watch_state", error, f"using the watch state {self._state_path}", "the run is reported anyway"
+                "watch_state",
+                error,
+                f"using the watch state {self._state_path}",
+                "the run is reported anyway",
+                level=logging.WARNING,
             )
             return None
 
