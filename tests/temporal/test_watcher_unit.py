@@ -16,7 +16,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from appevents import ApplicationEventNames, WorkflowStates
+from appevents import ApplicationEventNames, ConfigurationError, WorkflowStates
 from appevents.temporal import ClosedRunWatcher, TemporalSettings
 from appevents.temporal._lifecycle import (
     ClosedRun,
@@ -203,8 +203,10 @@ def test_the_watch_state_refuses_a_file_that_is_not_its_own(tmp_path: Path) -> N
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE orders (id INTEGER)")
     db.close()
-    with pytest.raises(ValueError, match="something else"):
+    before = path.read_bytes()
+    with pytest.raises(ConfigurationError, match="not an appevents watch state file"):
         WatchState(path)
+    assert path.read_bytes() == before, "left exactly as it was (no table, no journal mode switched)"
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("orders",)]
     db.close()

@@ -5,18 +5,17 @@ run's ``workflow_end`` once between them.
 One row per reported run (namespace, task queue, run id, close time); a task queue's watermark is its newest close
 time. A watcher *claims* a run (``INSERT OR IGNORE``) before it publishes it and gives the claim back if the
 publish is refused; rows older than the overlap before the watermark are deleted. The file is created 0600 and
-marked with ``PRAGMA application_id``; a SQLite file marked by something else is refused, never written into.
+marked with ``PRAGMA application_id``; a file of something else is refused (ConfigurationError), never written.
 Blocking calls: the watcher runs them in a thread.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from appevents._sqlite import connect_wal, fork_safe, while_locked
+from appevents._sqlite import claim_file, connect_wal, fork_safe
 
 __all__ = ["WATCH_STATE_APPLICATION_ID", "WatchState"]
 
@@ -48,22 +47,22 @@ class WatchState:
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))  # ours from the start: never world-readable
         self._lock = threading.Lock()
-        self._db = connect_wal(path, busy_timeout_s, autocommit=True)
-        try:
-            marked = self._db.execute("PRAGMA application_id").fetchone()[0]
-            if marked not in (0, WATCH_STATE_APPLICATION_ID):
-                raise ValueError(f"{path} is an SQLite file of something else (application_id {marked:#x})")
-            if marked == 0:
-                if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                    raise ValueError(f"{path} is an SQLite file of something else (it has tables, none of ours)")
-                self._db.execute(f"PRAGMA application_id={WATCH_STATE_APPLICATION_ID}")
-            while_locked(fork_safe(lambda: self._db.executescript(_SCHEMA)), busy_timeout_s)
-        except BaseException:
-            self._db.close()
-            raise
+        # Created 0600 in 0700 directories, refused (and left as it was) when it is another application's file,
+        # schema and mark in one transaction: the same rules as the spool and the event log.
+        self._db = connect_wal(
+            path,
+            busy_timeout_s,
+            autocommit=True,
+            claim=lambda db: claim_file(
+                db,
+                application_id=WATCH_STATE_APPLICATION_ID,
+                schema=_SCHEMA,
+                path=path,
+                what="an appevents watch state file",
+                setting="APPEVENTS_TEMPORAL_WATCH_STATE_PATH",
+            ),
+        )
 
     @fork_safe
     def load(self, namespace: str, task_queue: str) -> dict[str, datetime]:

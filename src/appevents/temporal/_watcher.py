@@ -47,6 +47,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from appevents._counting import LogOnce
+from appevents._errors import ConfigurationError
 from appevents._event_store import EventStore
 from appevents._models import Event, WorkflowStates
 from appevents.temporal._lifecycle import ClosedRun, closed_run_end_event
@@ -281,7 +282,7 @@ class ClosedRunWatcher:
             return
         try:
             self._state = await asyncio.to_thread(WatchState, self._state_path)
-        except (OSError, sqlite3.Error, ValueError) as error:
+        except (OSError, sqlite3.Error, ConfigurationError) as error:
             self._state_failures.failure(
                 "watch_state",
                 error,
