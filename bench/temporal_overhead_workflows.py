@@ -46,3 +46,12 @@ class ActivityPerEventWorkflow:
             publish_event_activity, args=["workflow.completed", workflow_id], start_to_close_timeout=_TIMEOUT
         )
         return result
+
+
+@workflow.defn
+class WaitingWorkflow:
+    """Waits until the server closes it (terminated in the latency measurement)."""
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.sleep(timedelta(days=1))

@@ -175,6 +175,20 @@ def _count(text: str) -> int:
     return value
 
 
+def _temporal_watch(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        from appevents.temporal._watch_command import run_watch_command
+    except ImportError as exc:
+        print(f"appevents temporal needs its extra: pip install 'appevents[temporal]' ({exc})", file=sys.stderr)
+        return 2
+    return run_watch_command(
+        address=args.address, namespace=args.namespace, task_queues=args.task_queue, interval_s=args.interval
+    )
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -253,6 +267,33 @@ def _parser() -> argparse.ArgumentParser:
         "--tls-client-ca", metavar="PEM", help="mutual TLS: accept only clients with a certificate from these CAs"
     )
     bridge.set_defaults(handler=_bridge)
+
+    temporal = sub.add_parser(
+        "temporal",
+        help="Temporal tools (appevents temporal watch)",
+        description="Temporal tools. watch: publish workflow_end for runs the server closed (terminated, timed "
+        "out), which no worker code reports.",
+    )
+    watch = temporal.add_subparsers(dest="temporal_command", required=True).add_parser(
+        "watch",
+        help="publish workflow_end for runs the server terminated or timed out (no worker code ran to report them)",
+        description="Query Temporal visibility for runs of these task queues that the server closed (terminated, "
+        "timed out) and publish their workflow_end, with the id the workers use (one logical event however many "
+        "watchers run). Connection: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_* or the "
+        "temporal.toml profile; destinations: APPEVENTS_*. SIGTERM/SIGINT stops it.",
+    )
+    watch.add_argument("--address", metavar="HOST:PORT", help="Temporal frontend (default: TEMPORAL_ADDRESS)")
+    watch.add_argument("--namespace", help="namespace (default: TEMPORAL_NAMESPACE or 'default')")
+    watch.add_argument(
+        "--task-queue", action="append", required=True, metavar="QUEUE", help="a task queue to watch (repeatable)"
+    )
+    watch.add_argument(
+        "--interval",
+        type=_positive,
+        metavar="SECONDS",
+        help="seconds between queries (APPEVENTS_TEMPORAL_WATCH_INTERVAL_S)",
+    )
+    watch.set_defaults(handler=_temporal_watch)
     return parser
 
 

@@ -94,6 +94,9 @@ NETWORK_FILESYSTEMS = frozenset(
         "fuse.davfs2",
     }
 )
+#: Most rows one checkpoint deletes per owner: deleting is the writer's slowest statement, and while it runs no new
+#: event is committed (a replay of 500k rows purged at once held fresh events for up to a second).
+PURGE_ROWS = 8192
 #: Most bytes of event bodies one read returns (besides its row limit): SQLite caps one value at 1e9 bytes.
 READ_MAX_BYTES = 64 * 1024 * 1024
 
@@ -270,10 +273,20 @@ class Spool:
         self._db.execute("UPDATE owners SET heartbeat_ns = ? WHERE owner = ?", (time.time_ns(), self.owner))
 
     @fork_safe
-    def checkpoint(self, cursors: Mapping[str, Mapping[str, int]], finished: Iterable[str] = ()) -> None:
-        """Persist ``cursors`` (owner → exporter → seq) and drop the rows every exporter has passed, in one
-        transaction. A ``finished`` orphan (replayed to the end) is forgotten once none of its rows is left."""
+    def checkpoint(
+        self,
+        cursors: Mapping[str, Mapping[str, int]],
+        finished: Iterable[str] = (),
+        *,
+        purge_limit: int | None = PURGE_ROWS,
+    ) -> tuple[list[str], bool]:
+        """Persist ``cursors`` (owner → exporter → seq) and drop the rows every exporter has passed — at most
+        ``purge_limit`` per owner (None: all), so one checkpoint never holds the write lock for long — in one
+        transaction. A ``finished`` orphan (replayed to the end) is forgotten once none of its rows is left.
+        Returns (the orphans forgotten, whether a purge stopped at ``purge_limit`` with passed rows left)."""
         db = self._db
+        forgotten: list[str] = []
+        more = False
         db.execute("BEGIN IMMEDIATE")
         try:
             for owner, by_exporter in cursors.items():
@@ -283,23 +296,36 @@ class Spool:
                     [(owner, exporter, seq) for exporter, seq in by_exporter.items()],
                 )
                 if by_exporter:
-                    self._purge(owner, min(by_exporter.values()))
+                    more = self._purge(owner, min(by_exporter.values()), purge_limit) or more
             for owner in finished:
                 if db.execute("SELECT 1 FROM events WHERE owner = ? LIMIT 1", (owner,)).fetchone() is None:
                     db.execute("DELETE FROM cursors WHERE owner = ?", (owner,))
                     db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+                    forgotten.append(owner)
             db.execute("COMMIT")
         except BaseException:
             safe_rollback(db)
             raise
+        return forgotten, more
 
-    def _purge(self, owner: str, up_to: int) -> None:
+    def _purge(self, owner: str, up_to: int, limit: int | None) -> bool:
+        """Delete ``owner``'s rows up to ``up_to`` (at most ``limit``); True if passed rows are left."""
+        more = False
+        if limit is not None:
+            bound = self._db.execute(
+                "SELECT seq FROM events WHERE owner = ? AND seq <= ? ORDER BY seq LIMIT 1 OFFSET ?",
+                (owner, up_to, limit - 1),
+            ).fetchone()
+            if bound is not None:
+                more = int(bound[0]) < up_to
+                up_to = int(bound[0])
         where, params = "owner = ? AND seq <= ?", (owner, up_to)
         sql = f"SELECT COALESCE(SUM(LENGTH(body)), 0) FROM events WHERE {where}"
         (size,) = self._db.execute(sql, params).fetchone()
         if size:
             self._db.execute(f"DELETE FROM events WHERE {where}", params)
             self._db.execute("UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'bytes'", (int(size),))
+        return more
 
     @fork_safe
     def claim_orphans(self) -> tuple[list[Orphan], list[tuple[str, str]]]:

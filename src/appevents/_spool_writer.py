@@ -17,11 +17,14 @@ from appevents._counting import DeliveryStats, LogOnce
 from appevents._encoded import EncodedEvent
 from appevents._engine import SPOOL_STAGE, Channel
 from appevents._metrics import StageMetrics, instruments_for
-from appevents._spool import Spool
+from appevents._spool import PURGE_ROWS, Spool
 
 __all__ = ["SpoolWriter"]
 
 _logger = logging.getLogger("appevents")
+#: How often settled rows are purged (in steps of PURGE_ROWS per owner): often enough to keep up with a replay,
+#: each step short enough not to hold new events back.
+_CHECKPOINT_EVERY_S = 0.1
 
 
 class SpoolWriter:
@@ -63,6 +66,8 @@ class SpoolWriter:
         self._full_warned = False
         self._log_once = LogOnce(_logger)
         self._adopting: dict[str, set[str]] = {}  # orphan → channels still replaying it
+        self._saved_cursors: dict[str, dict[str, int]] = {}  # as the last checkpoint saved them
+        self._purge_pending = False  # the last checkpoint left passed rows for the next one
         self._thread = threading.Thread(target=self._run, name="appevents-spool", daemon=True)
 
     def start(self) -> SpoolWriter:
@@ -130,8 +135,10 @@ class SpoolWriter:
 
     # -- writer thread -------------------------------------------------------------------------------------------
     def _run(self) -> None:
-        next_checkpoint = time.monotonic() + 1.0
-        next_scan = time.monotonic() + 5.0
+        start = time.monotonic()
+        next_checkpoint = start + _CHECKPOINT_EVERY_S
+        next_heartbeat = start + 1.0
+        next_scan = start + 5.0
         next_size = 0.0
         while True:
             self._wake.wait(self._interval)
@@ -142,7 +149,7 @@ class SpoolWriter:
             for step, due in (
                 (self._commit, True),
                 (self.checkpoint, now >= next_checkpoint or closing),
-                (self.spool.heartbeat, now >= next_checkpoint),
+                (self.spool.heartbeat, now >= next_heartbeat),
                 (self._claim_orphans, now >= next_scan and not closing),
                 (self._read_size, read_size),
             ):
@@ -153,7 +160,9 @@ class SpoolWriter:
                 except Exception as exc:  # disk full, locked for too long...: each step is tried on its own
                     self._log_once.failure("spool", exc, f"the spool at {self.spool.path}", "tried again")
             if now >= next_checkpoint:
-                next_checkpoint = now + 1.0
+                next_checkpoint = now + _CHECKPOINT_EVERY_S
+            if now >= next_heartbeat:
+                next_heartbeat = now + 1.0
             if now >= next_scan:
                 next_scan = now + 5.0
             if read_size:
@@ -252,7 +261,9 @@ class SpoolWriter:
             if event.waiter is not None:
                 event.waiter.release(index < taken, "" if index < taken else reason)
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, *, final: bool = False) -> None:
+        """Save every channel's cursors and purge what all of them passed (in steps of PURGE_ROWS rows per owner,
+        ``final``: all at once)."""
         cursors: dict[str, dict[str, int]] = {}
         finished_by: dict[str, set[str]] = {}
         for channel in self._channels:
@@ -262,11 +273,14 @@ class SpoolWriter:
             for owner in finished:
                 finished_by.setdefault(owner, set()).add(channel.name)
         done = [o for o, names in self._adopting.items() if names <= finished_by.get(o, set())]
-        self.spool.checkpoint(cursors, done)
-        for owner in done:
+        if not final and not done and not self._purge_pending and cursors == self._saved_cursors:
+            return  # nothing moved since the last checkpoint: no write
+        forgotten, self._purge_pending = self.spool.checkpoint(cursors, done, purge_limit=None if final else PURGE_ROWS)
+        self._saved_cursors = cursors
+        for owner in forgotten:  # rows left (a purge in steps): cursors saved and purged again next time
             del self._adopting[owner]
         for channel in self._channels:
-            channel.forget(done)
+            channel.forget(forgotten)
 
     # -- control -------------------------------------------------------------------------------------------------
     def flush(self, deadline: float) -> bool:
@@ -301,7 +315,7 @@ class SpoolWriter:
         if self._thread.is_alive():
             return None
         try:
-            self.checkpoint()
+            self.checkpoint(final=True)
         except Exception as exc:  # disk full: the cursors saved by the channels stand
             self._log_once.failure("spool", exc, f"the last checkpoint of the spool at {self.spool.path}", "skipped")
         try:

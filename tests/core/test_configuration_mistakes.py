@@ -42,6 +42,7 @@ def test_exporter_settings_are_known_variables_and_their_typos_are_not() -> None
         "APPEVENTS_DAPR_MODE": "binding",
         "APPEVENTS_AUTH_CLIENT_ID": "c",
         "APPEVENTS_BRIDGE_TOKEN": "t",
+        "APPEVENTS_TEMPORAL_WATCH_INTERVAL_S": "5",
         "APPEVENTS_EVENT_STORE_NAME": "eventstore",
         "appevents_tenant_id": "acme",  # names ignore case, as pydantic-settings reads them
         "APPEVENTS_BRIDGE_ENDPOINT": "http://bridge:4318",  # read by the collector configs in collector/

@@ -196,3 +196,14 @@ def test_follow_waits_for_a_log_that_does_not_exist_yet(tmp_path: Path, capsys: 
     assert _cli._tail(args, wait=sleep) == 0
     assert sleeps[0] is False  # it waited for the log instead of creating it or giving up
     assert capsys.readouterr().out.splitlines() == [event.model_dump_json()]
+
+
+def test_an_event_log_marked_by_another_application_is_not_read(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    _store(db, Event(event_type="order.received"))
+    with sqlite3.connect(db) as connection:
+        connection.execute("PRAGMA application_id = 1234")
+    connection.close()
+    run = _tail(db=db)
+    assert run.returncode == 1
+    assert "marked by another application" in run.stderr

@@ -129,7 +129,7 @@ def test_the_installed_cli_answers_version_and_a_plain_help(fresh_venv: Path, tm
     assert _appevents(fresh_venv, "--version", cwd=tmp_path).stdout.strip() == f"appevents {VERSION}"
     help_text = _appevents(fresh_venv, "--help", cwd=tmp_path).stdout
     assert "``" not in help_text
-    for command in ("tail", "demo", "doctor", "bridge"):
+    for command in ("tail", "demo", "doctor", "bridge", "temporal"):
         described = _appevents(fresh_venv, command, "--help", cwd=tmp_path).stdout
         assert described.count("\n\n") >= 2, f"{command} --help has no description"
 

@@ -8,11 +8,12 @@ import uuid
 
 import pytest
 from temporalio.activity import ActivityCancellationDetails, _CompleteAsyncError
+from temporalio.converter import PayloadConverter
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 from temporalio.workflow import ContinueAsNewError
 
 from appevents import ApplicationEventNames, Event, EventTypes, WorkflowStates
-from appevents.temporal._interceptor import _publish, lifecycle_failures
+from appevents.temporal._interceptor import TRACE_HEADER, _publish, lifecycle_failures, trace_from_headers
 from appevents.temporal._lifecycle import (
     LIFECYCLE_ID_NAMESPACE,
     ActivityRef,
@@ -109,8 +110,20 @@ def test_workflow_failure_exception_types_count_as_failed() -> None:
         (asyncio.CancelledError(), ActivityCancellationDetails(reset=True), ActivityStatus.FAILED),
         # The function raised CancelledError itself (or a heartbeat failed): temporalio reports a failure.
         (asyncio.CancelledError(), None, ActivityStatus.FAILED),
-        # An error raised while handling a timeout is still the function's failure.
-        (RuntimeError("cleanup"), ActivityCancellationDetails(timed_out=True), ActivityStatus.FAILED),
+        # After a timeout the server has recorded it: a late failure or result is refused.
+        (RuntimeError("cleanup"), ActivityCancellationDetails(timed_out=True), ActivityStatus.TIMED_OUT),
+        (None, ActivityCancellationDetails(timed_out=True), ActivityStatus.TIMED_OUT),
+        (
+            asyncio.CancelledError(),
+            ActivityCancellationDetails(timed_out=True, not_found=True),
+            ActivityStatus.TIMED_OUT,
+        ),
+        # The server no longer knows the attempt (its workflow closed): whatever the function did is refused.
+        (None, ActivityCancellationDetails(not_found=True), ActivityStatus.COMPLETION_REFUSED),
+        (asyncio.CancelledError(), ActivityCancellationDetails(not_found=True), ActivityStatus.COMPLETION_REFUSED),
+        (RuntimeError("x"), ActivityCancellationDetails(not_found=True), ActivityStatus.COMPLETION_REFUSED),
+        # A cancel request the function ignored: the server accepts the result while the workflow is open.
+        (None, ActivityCancellationDetails(cancel_requested=True), ActivityStatus.COMPLETED),
         (_CompleteAsyncError(), None, ActivityStatus.COMPLETING_ASYNC),
     ],
 )
@@ -118,6 +131,16 @@ def test_activity_status_for(
     error: BaseException | None, cancellation: ActivityCancellationDetails | None, status: ActivityStatus
 ) -> None:
     assert activity_status_for(error, cancellation) is status
+
+
+def test_a_refused_completion_says_what_the_function_did() -> None:
+    not_found = ActivityCancellationDetails(not_found=True)
+    end = activity_end_event(ACTIVITY, ActivityStatus.COMPLETION_REFUSED, 15_000, None, not_found)
+    assert (end.data["status"], end.data["outcome"]) == ("completion_refused", "completed")
+    assert end.data["cancellation_reasons"] == ["not_found"]
+    assert "error_type" not in end.data
+    failed = activity_end_event(ACTIVITY, ActivityStatus.COMPLETION_REFUSED, 3, RuntimeError("late"), not_found)
+    assert (failed.data["outcome"], failed.data["error_type"]) == ("failed", "RuntimeError")
 
 
 def test_activity_end_names_why_temporalio_cancelled_the_attempt() -> None:
@@ -184,3 +207,17 @@ def test_lifecycle_build_failures_are_counted_and_logged_once(caplog: pytest.Log
     assert lifecycle_failures.count("lifecycle:_BrokenRef") == 3
     [record] = [r for r in caplog.records if "_BrokenRef" in r.getMessage()]
     assert "no workflow info" in record.getMessage()
+
+
+def test_trace_from_headers_reads_the_callers_w3c_trace_context() -> None:
+    carrier = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    [payload] = PayloadConverter.default.to_payloads([carrier])
+    assert trace_from_headers({TRACE_HEADER: payload}) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+
+
+def test_trace_from_headers_ignores_missing_and_foreign_headers() -> None:
+    [not_a_carrier] = PayloadConverter.default.to_payloads(["a string, not a carrier"])
+    [invalid] = PayloadConverter.default.to_payloads([{"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-01"}])
+    assert trace_from_headers({}) is None
+    assert trace_from_headers({TRACE_HEADER: not_a_carrier}) is None
+    assert trace_from_headers({TRACE_HEADER: invalid}) is None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from temporalio.client import Client
 from appevents import ApplicationEventNames, __version__, configure
 from appevents._demo.devserver import DevServer
 from appevents._settings import AppEventsSettings
+from appevents.exporting import EncodedEvent, ExportOutcome
 from appevents.temporal import AppEventsPlugin, EventInterceptor
 from appevents.testing import CapturedEvents, InMemoryEventExporter
 from temporal.support import make_worker
@@ -81,12 +84,21 @@ async def test_worker_start_carries_the_build_id(
 
 async def test_worker_shutdown_delivers_what_was_published(client: Client, task_queue: str) -> None:
     exporter = InMemoryEventExporter()
-    # Export only every ten minutes: whatever the exporter holds when the worker stops, the plugin's flush sent.
-    configure(AppEventsSettings(exporters=[], schedule_delay_ms=600_000), exporters={"memory": exporter})
+    opened = threading.Event()
+    deliver = exporter.export_events
+
+    def held_export(batch: Sequence[EncodedEvent]) -> ExportOutcome:
+        opened.wait(30)  # a destination that takes nothing until the worker has begun to stop
+        return deliver(batch)
+
+    exporter.export_events = held_export  # type: ignore[method-assign]
+    configure(AppEventsSettings(exporters=[]), exporters={"memory": exporter})
     workflow_id = f"flush-{uuid.uuid4()}"
     async with make_worker(client, task_queue):
         await client.execute_workflow(CompletingWorkflow.run, 0.0, id=workflow_id, task_queue=task_queue)
         assert exporter.events == []
+        # Opened 2 s after the worker begins to stop: only a shutdown that waits for delivery sees the events.
+        threading.Timer(2.0, opened.set).start()
     names = [e.event_name for e in exporter.events]
     assert names.count(ApplicationEventNames.WORKER_START) == 1
     assert names.count(ApplicationEventNames.WORKFLOW_END) == 1

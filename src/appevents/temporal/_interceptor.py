@@ -18,13 +18,20 @@ What runs where, and why it is safe:
   handlers never end a run (temporalio fails the update, or the workflow task).
   An exception that temporalio treats as a *task* failure (a plain ``Exception`` not listed in
   ``workflow_failure_exception_types``) ends no run: the task is retried, so no ``workflow_end`` is published.
-  Termination and timeouts happen on the server without running workflow code; no worker can report them.
+  Termination and timeouts happen on the server without running workflow code; no interceptor can report them:
+  the closed-run watcher (:mod:`appevents.temporal._watcher`) does, with the same ``workflow_end`` event id.
   ``completed`` is published when the run method returns, before temporalio serialises its result: a result
   the data converter cannot serialise fails the workflow *task* instead (retried, and reported ``completed``
   again with the same event id), so a ``completed`` event with no closed run behind it means exactly that.
 - **Activity side** (``activity_start``/``activity_end`` per attempt) runs in the worker's event loop around the
   activity, outside the sandbox; it reads ``activity.info()``, ``activity.cancellation_details()`` (a timed-out
   attempt reaches the activity as a cancellation too) and the monotonic clock.
+- **Trace context**: events published inside a span carry its trace and span ids (enrichment). Where no span
+  is current when a lifecycle event is built — the OpenTelemetry interceptor (``OpenTelemetryPlugin``,
+  ``TracingInterceptor``) sits *inside* this one, as with ``plugins=[AppEventsPlugin(), OpenTelemetryPlugin()]``
+  — the event takes the trace context the caller sent in the run's or the activity's ``_tracer-data`` header
+  (W3C trace context, the header those interceptors write), so the trace id does not depend on plugin order.
+  Reading a header is deterministic: the same on every replay and on every worker.
 - **Set-up**: temporalio asks the interceptor for its activity and workflow interceptors while it constructs the
   worker; that is where the pipeline is configured from the environment (if nobody called
   :func:`appevents.configure`), outside the sandbox. Workflow code never configures it.
@@ -40,12 +47,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import temporalio.client
 import temporalio.worker
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from temporalio import activity, workflow
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import PayloadConverter
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -79,10 +90,39 @@ _logger = logging.getLogger("appevents.temporal")
 lifecycle_failures = LogOnce(_logger)
 
 
-def _publish(build: Callable[[], Event]) -> None:
-    """Build and publish one lifecycle event; instrumentation never fails the workflow or the activity."""
+#: The header temporalio's OpenTelemetry interceptors carry the caller's trace context in (a JSON W3C carrier).
+TRACE_HEADER = "_tracer-data"
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
+
+#: ``(trace_id, span_id)`` as enrichment writes them (32 and 16 lowercase hex digits).
+TraceIds = tuple[str, str]
+
+
+def trace_from_headers(headers: Mapping[str, Payload]) -> TraceIds | None:
+    """The trace context the caller sent in ``headers`` (see :data:`TRACE_HEADER`), or None: no header, an
+    unreadable one, or an invalid context. Pure and deterministic: safe in workflow code."""
+    payload = headers.get(TRACE_HEADER)
+    if payload is None:
+        return None
+    try:
+        carrier = PayloadConverter.default.from_payloads([payload])[0]
+        context = trace.get_current_span(_TRACE_CONTEXT.extract(carrier)).get_span_context()
+    except Exception:  # someone else's header of that name: no trace, no failure
+        return None
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+def _publish(build: Callable[[], Event], caller_trace: TraceIds | None = None) -> None:
+    """Build and publish one lifecycle event; instrumentation never fails the workflow or the activity.
+
+    ``caller_trace`` is used only where no span is current (the OpenTelemetry interceptor runs inside this one):
+    a current span wins, as enrichment never overwrites."""
     try:
         event = build()
+        if caller_trace is not None and not trace.get_current_span().get_span_context().is_valid:
+            event.metadata.trace_id, event.metadata.span_id = caller_trace
     except Exception as exc:
         lifecycle_failures.failure("lifecycle", exc, "building a Temporal lifecycle event", "it is skipped")
         return
@@ -147,10 +187,12 @@ class _WorkflowLifecycleInterceptor(WorkflowInboundInterceptor):
     def __init__(self, next: WorkflowInboundInterceptor) -> None:
         super().__init__(next)
         self._ended = False
+        self._caller_trace: TraceIds | None = None
 
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
         ref = _workflow_ref()
-        _publish(lambda: workflow_start_event(ref))
+        self._caller_trace = trace_from_headers(input.headers)
+        _publish(lambda: workflow_start_event(ref), self._caller_trace)
         try:
             result = await super().execute_workflow(input)
         except _RUN_ENDING as error:
@@ -176,7 +218,7 @@ class _WorkflowLifecycleInterceptor(WorkflowInboundInterceptor):
             return
         self._ended = True
         ref = _workflow_ref()
-        _publish(lambda: workflow_end_event(ref, state, _workflow_duration_ms(), error))
+        _publish(lambda: workflow_end_event(ref, state, _workflow_duration_ms(), error), self._caller_trace)
 
 
 def _activity_ref() -> ActivityRef:
@@ -198,7 +240,8 @@ class _ActivityLifecycleInterceptor(ActivityInboundInterceptor):
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         ref = _activity_ref()
-        _publish(lambda: activity_start_event(ref))
+        caller_trace = trace_from_headers(input.headers)
+        _publish(lambda: activity_start_event(ref), caller_trace)
         started = time.monotonic()
         error: BaseException | None = None
         try:
@@ -211,4 +254,4 @@ class _ActivityLifecycleInterceptor(ActivityInboundInterceptor):
             # Set before the activity is cancelled: why (requested, timed out, paused, reset, worker shutdown).
             cancellation = activity.cancellation_details()
             status = activity_status_for(error, cancellation)
-            _publish(lambda: activity_end_event(ref, status, duration_ms, error, cancellation))
+            _publish(lambda: activity_end_event(ref, status, duration_ms, error, cancellation), caller_trace)

@@ -8,7 +8,9 @@ Event ids are UUIDv5 derived from the execution (workflow id, run id, activity i
 ``workflow.uuid4()``: they are the same whenever the same step is reported again (a workflow task re-executed on
 another worker, an activity attempt reported twice), so downstream can dedupe on them, and they leave the
 workflow's own random stream untouched — adding the plugin to a worker with running workflows cannot change what
-``workflow.random()`` returns to user code on replay.
+``workflow.random()`` returns to user code on replay. A run's ``workflow_end`` id depends on the namespace and the
+run id only (:func:`workflow_end_event_id`): the interceptor and every closed-run watcher (see
+:mod:`appevents.temporal._watcher`) give the same id for the same run, so N reporters make one logical event.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from hashlib import sha1
 
@@ -31,14 +34,17 @@ from appevents._runtime import random_uuid4
 __all__ = [
     "ActivityRef",
     "ActivityStatus",
+    "ClosedRun",
     "WorkflowRef",
     "activity_end_event",
     "activity_start_event",
     "activity_status_for",
     "cancellation_reasons",
+    "closed_run_end_event",
     "lifecycle_event_id",
     "worker_start_event",
     "workflow_end_event",
+    "workflow_end_event_id",
     "workflow_start_event",
     "workflow_state_for",
 ]
@@ -61,6 +67,9 @@ class ActivityStatus(StrEnum):
     TIMED_OUT = "timed_out"
     #: The activity called ``activity.raise_complete_async()``; it is completed later, outside this worker.
     COMPLETING_ASYNC = "completing_async"
+    #: The server no longer knew the attempt when it ended (its workflow had closed, or the activity was resolved
+    #: meanwhile): whatever the function did (``data.outcome``) was refused, nothing was recorded for it.
+    COMPLETION_REFUSED = "completion_refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +114,12 @@ def lifecycle_event_id(*parts: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def workflow_end_event_id(namespace: str, run_id: str) -> str:
+    """The id of run ``run_id``'s ``workflow_end``: the same from the interceptor (worker code ended the run) and
+    from any closed-run watcher (the server ended it), on any worker — one logical event per run."""
+    return lifecycle_event_id(namespace, run_id, ApplicationEventNames.WORKFLOW_END)
+
+
 def workflow_state_for(
     error: BaseException | None,
     *,
@@ -141,25 +156,41 @@ def workflow_state_for(
 def activity_status_for(
     error: BaseException | None, cancellation: ActivityCancellationDetails | None = None
 ) -> ActivityStatus:
-    """How an activity attempt ended, from the exception its function raised (None: it returned) and, for a
-    cancellation, ``activity.cancellation_details()`` — why temporalio cancelled the attempt.
+    """How an activity attempt ended as the server records it, from the exception its function raised (None: it
+    returned) and ``activity.cancellation_details()`` — whether and why temporalio cancelled the attempt.
 
     temporalio delivers more than cancel requests as a cancellation; like temporalio, only a requested
     cancellation (or worker shutdown, which temporalio reports the same way) is "cancelled". A timed-out attempt
-    (heartbeat or start-to-close) is "timed_out"; a paused or reset activity, a cancellation without details
-    (the function raised ``CancelledError`` itself, or a heartbeat failed) is "failed".
+    (heartbeat or start-to-close) is "timed_out" — also when the function returned or failed after the timeout:
+    the server had recorded the timeout and refuses the late outcome. An attempt the server no longer knew
+    ("not found": its workflow closed, e.g. was cancelled, or the activity was resolved meanwhile) is
+    "completion_refused", whatever the function did: a sync activity in a process pool cannot be interrupted and
+    runs to its end, and temporalio still sends its result, which the server refuses. A paused or reset
+    activity, a cancellation without details (the function raised ``CancelledError`` itself, or a heartbeat
+    failed) is "failed". A cancel request the function ignored, completing anyway, is "completed": the server
+    accepts the result while the workflow is open.
     """
-    if error is None:
-        return ActivityStatus.COMPLETED
     if isinstance(error, _CompleteAsyncError):  # activity.raise_complete_async()
         return ActivityStatus.COMPLETING_ASYNC
+    # A timed-out attempt is also unknown to the server ("not found") by then: the timeout is what it recorded.
+    if cancellation is not None and cancellation.timed_out:
+        return ActivityStatus.TIMED_OUT
+    if cancellation is not None and cancellation.not_found:
+        return ActivityStatus.COMPLETION_REFUSED
+    if error is None:
+        return ActivityStatus.COMPLETED
     if not is_cancelled_exception(error) or cancellation is None:
         return ActivityStatus.FAILED
     if cancellation.cancel_requested or cancellation.worker_shutdown:
         return ActivityStatus.CANCELLED
-    if cancellation.timed_out:
-        return ActivityStatus.TIMED_OUT
     return ActivityStatus.FAILED
+
+
+def _function_outcome(error: BaseException | None) -> str:
+    """What the activity function itself did: completed, failed or cancelled (raised a cancellation)."""
+    if error is None:
+        return ActivityStatus.COMPLETED.value
+    return ActivityStatus.CANCELLED.value if is_cancelled_exception(error) else ActivityStatus.FAILED.value
 
 
 def cancellation_reasons(cancellation: ActivityCancellationDetails | None) -> list[str]:
@@ -226,11 +257,61 @@ def workflow_end_event(
     if state is not WorkflowStates.CONTINUED_AS_NEW:
         data.update(_error_data(error))
     return Event(
-        event_id=lifecycle_event_id(ref.workflow_id, ref.run_id, ApplicationEventNames.WORKFLOW_END),
+        event_id=workflow_end_event_id(ref.namespace, ref.run_id),
         event_type=EventTypes.WORKFLOW_LIFECYCLE.value,
         event_name=ApplicationEventNames.WORKFLOW_END.value,
         data=data,
         metadata=_workflow_metadata(ref, state),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedRun:
+    """A run the server closed without worker code (terminated, timed out), as its visibility record shows it."""
+
+    namespace: str
+    task_queue: str
+    workflow_type: str
+    workflow_id: str
+    run_id: str
+    #: ``terminated`` or ``timed_out``.
+    state: WorkflowStates
+    start_time: datetime
+    close_time: datetime
+    #: The reason given to ``terminate`` (None: none given, or not read).
+    reason: str | None = None
+
+
+def closed_run_end_event(run: ClosedRun) -> Event:
+    """``workflow_end`` of a run the server closed: state ``terminated``/``timed_out``, ``duration_ms`` from the
+    run's start to its close (server times), ``close_time`` (RFC 3339) and, where recorded, the termination
+    ``reason``; ``closed_by`` is ``server``. ``metadata.created_timestamp`` is the close time. Same id as the
+    interceptor's ``workflow_end`` for that run (:func:`workflow_end_event_id`)."""
+    duration_ms = max(0, int((run.close_time - run.start_time).total_seconds() * 1000))
+    data: dict[str, JsonValue] = {
+        "workflow_type": run.workflow_type,
+        "state": run.state.value,
+        "duration_ms": duration_ms,
+        "close_time": run.close_time.isoformat(),
+        "namespace": run.namespace,
+        "task_queue": run.task_queue,
+        "closed_by": "server",
+    }
+    if run.reason:
+        data["reason"] = run.reason[:MAX_ERROR_MESSAGE_CHARS]
+    metadata = EventMetadata(
+        workflow_type=run.workflow_type,
+        workflow_id=run.workflow_id,
+        workflow_run_id=run.run_id,
+        workflow_state=run.state.value,
+        created_timestamp=int(run.close_time.timestamp()),
+    )
+    return Event(
+        event_id=workflow_end_event_id(run.namespace, run.run_id),
+        event_type=EventTypes.WORKFLOW_LIFECYCLE.value,
+        event_name=ApplicationEventNames.WORKFLOW_END.value,
+        data=data,
+        metadata=metadata,
     )
 
 
@@ -277,14 +358,23 @@ def activity_end_event(
     cancellation: ActivityCancellationDetails | None = None,
 ) -> Event:
     """``activity_end``: one attempt ended with ``status``; an attempt that did not complete carries the error
-    type and, if temporalio cancelled it, ``cancellation_reasons`` (see :func:`cancellation_reasons`)."""
+    type and, if temporalio cancelled it, ``cancellation_reasons`` (see :func:`cancellation_reasons`). When the
+    server's record differs from what the function did (``timed_out``, ``completion_refused``), ``outcome`` says
+    what the function did: completed, failed or cancelled."""
     data: dict[str, JsonValue] = {
         "activity_type": ref.activity_type,
         "attempt": ref.attempt,
         "status": status.value,
         "duration_ms": duration_ms,
     }
-    if status in (ActivityStatus.FAILED, ActivityStatus.CANCELLED, ActivityStatus.TIMED_OUT):
+    if status in (ActivityStatus.TIMED_OUT, ActivityStatus.COMPLETION_REFUSED):
+        data["outcome"] = _function_outcome(error)
+    if status in (
+        ActivityStatus.FAILED,
+        ActivityStatus.CANCELLED,
+        ActivityStatus.TIMED_OUT,
+        ActivityStatus.COMPLETION_REFUSED,
+    ):
         data.update(_error_data(error))
         reasons = cancellation_reasons(cancellation)
         if reasons:

@@ -12,6 +12,9 @@ On a worker (or on the client, which hands its plugins to every worker built fro
 - before the worker polls, configures the pipeline from the environment if nobody called
   :func:`appevents.configure` (outside the sandbox: settings, exporters and files are opened here, never on a
   workflow task) and publishes ``worker_start``;
+- while the worker runs, watches its task queue for runs the server closed without worker code (terminated,
+  timed out) and publishes their ``workflow_end`` (:mod:`appevents.temporal._watcher`;
+  ``APPEVENTS_TEMPORAL_WATCH=false`` or ``settings=TemporalSettings(watch=False)`` turns it off);
 - after the worker stops, waits for the pipeline to deliver what was published (``EventStore.flush``).
 
 On a :class:`temporalio.worker.Replayer` it adds the same interceptor and passthrough; replaying publishes nothing.
@@ -19,6 +22,8 @@ On a :class:`temporalio.worker.Replayer` it adds the same interceptor and passth
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import weakref
@@ -28,6 +33,7 @@ from typing import Any
 import temporalio
 import temporalio.client
 import temporalio.worker
+from pydantic import ValidationError
 from temporalio.client import ClientConfig
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import ReplayerConfig, Worker, WorkerConfig, WorkflowRunner
@@ -37,6 +43,8 @@ from appevents._event_store import EventStore
 from appevents._version import __version__
 from appevents.temporal._interceptor import EventInterceptor
 from appevents.temporal._lifecycle import worker_start_event
+from appevents.temporal._settings import TemporalSettings, settings_problems
+from appevents.temporal._watcher import ClosedRunWatcher
 
 __all__ = ["PASSTHROUGH_MODULES", "AppEventsPlugin"]
 
@@ -77,13 +85,23 @@ class AppEventsPlugin(SimplePlugin):
     """Temporal plugin: lifecycle events, replay-safe workflow publishing, pipeline set up and drained per worker.
 
     ``announce_worker`` turns the ``worker_start`` event off; ``flush_timeout_s`` bounds the wait for delivery
-    when a worker stops.
+    when a worker stops; ``settings`` (default: read from ``APPEVENTS_TEMPORAL_*`` when a worker starts) say
+    whether and how often the closed-run watcher queries the server.
     """
 
-    def __init__(self, *, announce_worker: bool = True, flush_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        announce_worker: bool = True,
+        flush_timeout_s: float = 10.0,
+        settings: TemporalSettings | None = None,
+    ) -> None:
         self.interceptor = EventInterceptor()
         self._announce_worker = announce_worker
         self._flush_timeout_s = flush_timeout_s
+        self._settings = settings
+        #: The closed-run watcher of each running worker (for inspection and measurements).
+        self.watchers: weakref.WeakKeyDictionary[Worker, ClosedRunWatcher] = weakref.WeakKeyDictionary()
         super().__init__(
             "appevents.AppEventsPlugin",
             interceptors=[self.interceptor],
@@ -117,14 +135,35 @@ class AppEventsPlugin(SimplePlugin):
             await super().run_worker(worker, next)
             return
         _running_workers.add(worker)
+        watching: asyncio.Task[None] | None = None
         try:
             EventStore.pipeline()  # configure from the environment now, outside any workflow task
             if self._announce_worker:
                 self._announce(worker)
+            watching = self._start_watcher(worker)
             await super().run_worker(worker, next)
         finally:
             _running_workers.discard(worker)
+            if watching is not None:
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
             await EventStore.flush(self._flush_timeout_s)
+
+    def _start_watcher(self, worker: Worker) -> asyncio.Task[None] | None:
+        try:
+            settings = self._settings or TemporalSettings()
+        except ValidationError as exc:  # events must not keep a worker from running
+            _logger.error(
+                "appevents: bad APPEVENTS_TEMPORAL_* settings (%s); the closed-run watcher is off",
+                settings_problems(exc),
+            )
+            return None
+        if not settings.watch:
+            return None
+        watcher = ClosedRunWatcher(worker.client, [worker.task_queue], settings)
+        self.watchers[worker] = watcher
+        return asyncio.create_task(watcher.run(), name=f"appevents closed-run watcher ({worker.task_queue})")
 
     @staticmethod
     def _announce(worker: Worker) -> None:
