@@ -12,5 +12,6 @@ from appevents import Event, EventStore
 class ReadmeWorkflow:
     @workflow.run
     async def run(self, input_size: int) -> bool:
-        # The README's line, verbatim but for the result, which tells the test what publish answered.
+        # Workflow code as the README writes it, on a worker without the plugin; the result tells the test what
+        # publish answered.
         return await EventStore.publish_event(Event(event_type="workflow.started", data={"input_size": input_size}))
