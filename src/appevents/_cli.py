@@ -85,6 +85,7 @@ def _bridge(args: argparse.Namespace) -> int:
             ("tls_cert_file", args.tls_cert),
             ("tls_key_file", args.tls_key),
             ("tls_client_ca_file", args.tls_client_ca),
+            ("allow_unauthenticated", args.allow_unauthenticated or None),
         )
         if value is not None
     }
@@ -158,6 +159,11 @@ def _parser() -> argparse.ArgumentParser:
     bridge.add_argument("--tls-key", metavar="PEM", help="TLS private key for both listeners")
     bridge.add_argument(
         "--tls-client-ca", metavar="PEM", help="mutual TLS: accept only clients with a certificate from these CAs"
+    )
+    bridge.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="let a listener beyond loopback run without a token or client certificates (refused otherwise)",
     )
     bridge.set_defaults(handler=_bridge)
     return parser

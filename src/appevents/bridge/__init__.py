@@ -89,6 +89,8 @@ class Bridge:
             Intake(self.pipeline, ack_timeout_s=settings.ack_timeout_s),
             settings.token,
             bridge_instruments(self._meter_provider),
+            max_body_bytes=settings.max_body_bytes,
+            max_records=settings.max_records,
         )
         try:
             http_address = parse_endpoint(settings.http)
@@ -101,7 +103,8 @@ class Bridge:
                     max_body_bytes=settings.max_body_bytes,
                     max_concurrent_requests=settings.max_concurrent_requests,
                     max_connections=settings.max_connections,
-                    idle_timeout_s=settings.idle_timeout_s,
+                    header_timeout_s=settings.header_timeout_s,
+                    body_timeout_s=settings.body_timeout_s,
                     ssl_context=self._ssl_context(),
                 ).start()
             grpc_address = parse_endpoint(settings.grpc)
@@ -207,6 +210,13 @@ def run_bridge(settings: BridgeSettings | None = None, app_settings: AppEventsSe
             else "",
             ", ".join(bridge.app_settings.exporters) or "nothing",
         )
+        exposed = bridge.settings.exposed_unauthenticated()
+        if exposed:
+            _logger.warning(
+                "appevents bridge: UNAUTHENTICATED: %s accept(s) events from anyone who can reach them "
+                "(--allow-unauthenticated); set APPEVENTS_BRIDGE_TOKEN or client certificates to require credentials",
+                " and ".join(f"{name} on {getattr(bridge.settings, name)}" for name in exposed),
+            )
         while not stop.wait(0.5):
             pass
         _logger.warning("appevents bridge: stopping (draining for up to %gs)", bridge.settings.drain_timeout_s)

@@ -23,12 +23,12 @@ import json
 import time
 import zlib
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from pydantic import ValidationError
@@ -38,7 +38,16 @@ from appevents._encoded import EncodedEvent
 from appevents._models import STORED_EVENT_CONTEXT, Event
 from appevents._records import EVENT_ID_ATTRIBUTE, EVENT_NAME_ATTRIBUTE, TOPIC_ATTRIBUTE, record_attributes
 
-__all__ = ["BadRequest", "Decoded", "TooLarge", "decode_events", "decompress", "parse_request"]
+__all__ = [
+    "DEFAULT_MAX_RECORDS",
+    "BadRequest",
+    "Decoded",
+    "OtlpLogs",
+    "TooLarge",
+    "decode_events",
+    "decompress",
+    "parse_request",
+]
 
 #: How many refusal messages one response repeats (the count is always exact).
 _MAX_MESSAGES = 3
@@ -75,42 +84,151 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def parse_request(body: bytes, *, json_encoded: bool) -> ExportLogsServiceRequest:
-    """An ``ExportLogsServiceRequest`` from its protobuf or OTLP/JSON encoding; :class:`BadRequest` otherwise."""
-    request = ExportLogsServiceRequest()
-    if not json_encoded:
-        try:
-            request.ParseFromString(body)
-        except DecodeError as exc:
-            raise BadRequest(f"the body is not a protobuf ExportLogsServiceRequest: {exc}") from None
-        return request
+#: Default of ``APPEVENTS_BRIDGE_MAX_RECORDS``: log records one request may carry (413 beyond).
+DEFAULT_MAX_RECORDS = 16_384
+
+
+class OtlpLogs:
+    """The log records of one request, each decoded into a ``LogRecord`` only when :func:`decode_events` reaches
+    it: what a request costs in memory is its body plus one record at a time, whatever the records hold."""
+
+    def __init__(self, records: list[bytes] | list[dict[str, Any]]) -> None:
+        self._records = records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[LogRecord | _Malformed]:
+        for raw in self._records:
+            yield _log_record(raw)
+
+
+class _Malformed:
+    """A record that is not a ``LogRecord`` (refused alone, with ``reason``)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _log_record(raw: bytes | dict[str, Any]) -> LogRecord | _Malformed:
+    record = LogRecord()
+    try:
+        if isinstance(raw, bytes):
+            record.ParseFromString(raw)
+        else:
+            json_format.ParseDict(raw, record, ignore_unknown_fields=True)
+    except (DecodeError, json_format.ParseError) as exc:
+        return _Malformed(f"the record is not an OTLP LogRecord: {_first_line(exc)}")
+    except RecursionError:
+        return _Malformed("the record is nested too deeply")
+    return record
+
+
+def parse_request(body: bytes, *, json_encoded: bool, max_records: int = DEFAULT_MAX_RECORDS) -> OtlpLogs:
+    """The records of an ``ExportLogsServiceRequest`` in its protobuf or OTLP/JSON encoding; :class:`BadRequest`
+    when it is neither, :class:`TooLarge` beyond ``max_records`` records (counted before any record is decoded)."""
+    try:
+        records = _json_records(body) if json_encoded else _protobuf_records(body)
+    except BadRequest:
+        raise
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply to be an OTLP logs request") from None
+    except Exception as exc:  # whatever the bytes are, the client gets an answer naming the problem
+        raise BadRequest(f"the body is not an OTLP logs request: {_first_line(exc)}") from None
+    if len(records) > max_records:
+        raise TooLarge(
+            f"the request carries {len(records)} log records, over the limit of {max_records} "
+            "(APPEVENTS_BRIDGE_MAX_RECORDS): send smaller batches"
+        )
+    return OtlpLogs(records)
+
+
+def _protobuf_records(body: bytes) -> list[bytes]:
+    """The encoded records, read through a skeleton of the request whose records are bytes: no record is decoded
+    (a 4 MiB body of empty records would otherwise become 2 million messages before any limit applies)."""
+    skeleton: Any = _SKELETON()
+    try:
+        skeleton.ParseFromString(body)
+    except DecodeError as exc:
+        raise BadRequest(f"the body is not a protobuf ExportLogsServiceRequest: {exc}") from None
+    return [
+        record for resource in skeleton.resource_logs for scope in resource.scope_logs for record in scope.log_records
+    ]
+
+
+def _json_records(body: bytes) -> list[dict[str, Any]]:
+    """The record objects of an OTLP/JSON request (protobuf's JSON mapping: camelCase or the proto field names)."""
     try:
         document = json.loads(body)
-        if not isinstance(document, dict):
-            raise BadRequest("the body is not an OTLP/JSON ExportLogsServiceRequest object")
-        _hex_ids_to_base64(document)
-        json_format.ParseDict(document, request, ignore_unknown_fields=True)
-    except (ValueError, json_format.ParseError) as exc:
-        if isinstance(exc, BadRequest):
-            raise
-        raise BadRequest(f"the body is not an OTLP/JSON ExportLogsServiceRequest: {exc}") from None
-    return request
-
-
-def _hex_ids_to_base64(document: dict[str, Any]) -> None:
-    """OTLP/JSON writes trace and span ids as hex, protobuf's JSON mapping expects base64 for bytes."""
-    for resource_logs in document.get("resourceLogs") or document.get("resource_logs") or ():
-        for scope_logs in resource_logs.get("scopeLogs") or resource_logs.get("scope_logs") or ():
-            for record in scope_logs.get("logRecords") or scope_logs.get("log_records") or ():
+    except ValueError as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from None
+    records: list[dict[str, Any]] = []
+    for resource in _json_list(document, "resourceLogs", "resource_logs", "the request"):
+        for scope in _json_list(resource, "scopeLogs", "scope_logs", "resourceLogs[]"):
+            for record in _json_list(scope, "logRecords", "log_records", "scopeLogs[]"):
                 if not isinstance(record, dict):
-                    continue
-                for key in ("traceId", "trace_id", "spanId", "span_id"):
-                    value = record.get(key)
-                    if isinstance(value, str) and value:
-                        try:
-                            record[key] = base64.b64encode(bytes.fromhex(value)).decode()
-                        except ValueError:
-                            raise BadRequest(f"{key} {value[:40]!r} is not hex") from None
+                    raise BadRequest(f"logRecords[] holds a JSON {_json_type(record)}, not an object")
+                _hex_ids_to_base64(record)
+                records.append(record)
+    return records
+
+
+def _json_list(parent: object, name: str, proto_name: str, where: str) -> list[Any]:
+    if not isinstance(parent, dict):
+        raise BadRequest(f"{where} is a JSON {_json_type(parent)}, not an object")
+    value = parent.get(name, parent.get(proto_name))
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest(f"{name} is a JSON {_json_type(value)}, not an array")
+    return value
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _hex_ids_to_base64(record: dict[str, Any]) -> None:
+    """OTLP/JSON writes trace and span ids as hex, protobuf's JSON mapping expects base64 for bytes."""
+    for key in ("traceId", "trace_id", "spanId", "span_id"):
+        value = record.get(key)
+        if isinstance(value, str) and value:
+            try:
+                record[key] = base64.b64encode(bytes.fromhex(value)).decode()
+            except ValueError:
+                raise BadRequest(f"{key} {value[:40]!r} is not hex") from None
+
+
+def _skeleton_class() -> type[Message]:
+    """``ExportLogsServiceRequest`` down to the records, each record left as its bytes (same field numbers and wire
+    types as opentelemetry/proto/logs/v1/logs.proto; resource and scope kept as bytes, unread)."""
+    package = "appevents.bridge.skeleton"
+    file = descriptor_pb2.FileDescriptorProto(name="appevents_bridge_skeleton.proto", package=package, syntax="proto3")
+    field = descriptor_pb2.FieldDescriptorProto
+    layout: dict[str, list[tuple[str, int, str | None]]] = {
+        "Request": [("resource_logs", 1, f".{package}.ResourceLogs")],
+        "ResourceLogs": [("resource", 1, None), ("scope_logs", 2, f".{package}.ScopeLogs"), ("schema_url", 3, None)],
+        "ScopeLogs": [("scope", 1, None), ("log_records", 2, ""), ("schema_url", 3, None)],
+    }
+    for name, fields in layout.items():
+        message = file.message_type.add(name=name)
+        for field_name, number, type_name in fields:
+            entry = message.field.add(name=field_name, number=number)
+            entry.label = field.LABEL_OPTIONAL if type_name is None else field.LABEL_REPEATED
+            entry.type = field.TYPE_MESSAGE if type_name else field.TYPE_BYTES
+            if type_name:
+                entry.type_name = type_name
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.Request"))
+
+
+_SKELETON = _skeleton_class()
 
 
 @dataclass
@@ -132,13 +250,20 @@ class Decoded:
             self.messages.append(message)
 
 
-def decode_events(request: ExportLogsServiceRequest) -> Decoded:
-    """Every event ``request`` carries, validated, in order; refusals counted with a short message each."""
+def decode_events(records: Iterable[LogRecord | _Malformed]) -> Decoded:
+    """Every event ``records`` carry, validated, in order; refusals counted with a short message each. Nothing a
+    record holds escapes as an exception: a record that cannot be read is refused alone, naming the problem."""
     decoded = Decoded()
-    for resource_logs in request.resource_logs:
-        for scope_logs in resource_logs.scope_logs:
-            for record in scope_logs.log_records:
-                _decode_record(record, decoded)
+    for record in records:
+        if isinstance(record, _Malformed):
+            decoded.refuse("malformed", record.reason)
+            continue
+        try:
+            _decode_record(record, decoded)
+        except RecursionError:
+            decoded.refuse("invalid", "the record's body is nested too deeply")
+        except Exception as exc:  # a record no rule above foresaw: refused alone, the others go on
+            decoded.refuse("invalid", f"the record cannot be read: {type(exc).__name__}")
     return decoded
 
 
@@ -243,6 +368,8 @@ def _json_object(text: str) -> dict[str, Any] | None:
         document = json.loads(text)
     except ValueError:
         return None
+    except RecursionError:
+        raise _Refused("invalid", "the event's JSON is nested too deeply") from None
     return document if isinstance(document, dict) else None
 
 

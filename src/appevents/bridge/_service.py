@@ -21,18 +21,25 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsPartialSuccess,
-    ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
 from pydantic import SecretStr
 
 from appevents._counting import LogOnce
-from appevents.bridge._decode import decode_events
+from appevents.bridge._decode import (
+    DEFAULT_MAX_RECORDS,
+    BadRequest,
+    TooLarge,
+    decode_events,
+    decompress,
+    parse_request,
+)
 from appevents.bridge._intake import Intake, Verdict
 from appevents.bridge._metrics import BridgeInstruments, bridge_instruments
 
@@ -91,19 +98,37 @@ class BridgeStats:
 class ExportService:
     """Shared by both listeners (each names itself as ``transport``: ``http``, ``grpc``); thread-safe."""
 
-    def __init__(self, intake: Intake, token: SecretStr | None, instruments: BridgeInstruments | None = None) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        token: SecretStr | None,
+        instruments: BridgeInstruments | None = None,
+        *,
+        max_body_bytes: int = 4 * 1024 * 1024,
+        max_records: int = DEFAULT_MAX_RECORDS,
+    ) -> None:
         self.intake = intake
-        self._expected = None if token is None else f"Bearer {token.get_secret_value()}".encode()
+        self.max_body_bytes = max_body_bytes
+        self.max_records = max_records
+        self._decoding = threading.Lock()
+        self._expected = None if token is None else token.get_secret_value().encode()
         self._lock = threading.Lock()
         self._stats = BridgeStats()
         self._log_once = LogOnce(_logger)
         self._instruments = instruments if instruments is not None else bridge_instruments()
 
-    def authorized(self, authorization: str | None) -> bool:
-        """Constant-time check of the ``Authorization`` header value (always true without a token)."""
+    def authorized(self, authorization: Sequence[str] | str | None) -> bool:
+        """Whether the ``Authorization`` header values of a request carry the token (always true without one):
+        exactly one value, the ``Bearer`` scheme in any case (RFC 9110), the token compared in constant time. Two
+        values are refused whatever they hold: which one a proxy on the way would have read is unknowable."""
         if self._expected is None:
             return True
-        return hmac.compare_digest((authorization or "").encode(), self._expected)
+        values = [authorization] if isinstance(authorization, str) else list(authorization or ())
+        if len(values) != 1:
+            return False
+        scheme, _, credentials = values[0].strip().partition(" ")
+        matches = hmac.compare_digest(credentials.strip().encode(), self._expected)
+        return matches and scheme.lower() == "bearer"
 
     def refuse(self, kind: ReplyKind, message: str, transport: str) -> Reply:
         """A request refused before its events were looked at; counted, logged once per kind."""
@@ -124,9 +149,21 @@ class ExportService:
             )
         return Reply(kind, message)
 
-    def export(self, request: ExportLogsServiceRequest, transport: str) -> Reply:
+    def export(self, body: bytes, transport: str, *, json_encoded: bool = False, content_encoding: str = "") -> Reply:
+        """One request body, as received: decompressed, decoded, delivered, answered. Decoding (the only step whose
+        memory grows with what the body holds) runs one request at a time: it holds the GIL anyway, and so the
+        bridge's memory is its bodies in flight plus one decode, whatever those bodies contain."""
         started = time.monotonic()
-        decoded = decode_events(request)
+        try:
+            with self._decoding:
+                payload = decompress(body, content_encoding, self.max_body_bytes)
+                del body
+                decoded = decode_events(parse_request(payload, json_encoded=json_encoded, max_records=self.max_records))
+                del payload
+        except TooLarge as exc:  # like every refusal before the events are decoded, not timed
+            return self._refused(ReplyKind.TOO_LARGE, str(exc), transport, None)
+        except BadRequest as exc:
+            return self._refused(ReplyKind.BAD_REQUEST, str(exc), transport, None)
         records = decoded.rejected + decoded.ignored + len(decoded.events)
         answer = self.intake.deliver(decoded.events)
         acknowledged = 0
