@@ -64,7 +64,7 @@ class TooLarge(ValueError):
     """The payload, once decompressed, is over the body limit (413 / ``RESOURCE_EXHAUSTED``)."""
 
 
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+def decompress(body: bytes | bytearray, encoding: str, limit: int) -> bytes | bytearray:
     """``body`` decoded from its ``Content-Encoding`` (``gzip``, ``deflate`` or none), never more than ``limit``
     bytes: a small compressed body cannot expand into more memory than an uncompressed one may take."""
     encoding = encoding.strip().lower()
@@ -104,13 +104,23 @@ class OtlpLogs:
 
 
 class _Malformed:
-    """A record that is not a ``LogRecord`` (refused alone, with ``reason``)."""
+    """A record refused before it is decoded (alone: the others go on), with its refusal's ``kind`` and ``reason``."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: str = "malformed") -> None:
         self.reason = reason
+        self.kind = kind
+
+
+#: OTLP/JSON objects and arrays allowed per record of the records limit (see :func:`_json_records`).
+JSON_CONTAINERS_PER_RECORD = 16
+#: A protobuf record longer than this many times ``APPEVENTS_MAX_EVENT_BYTES`` cannot carry an event the bridge
+#: would take; it is refused unread (decoding costs up to ~25 bytes of memory per byte of such a record).
+MAX_RECORD_FACTOR = 4
 
 
 def _log_record(raw: bytes | dict[str, Any]) -> LogRecord | _Malformed:
+    if isinstance(raw, bytes) and len(raw) > (limit := MAX_RECORD_FACTOR * _runtime.max_event_bytes()):
+        return _Malformed(f"the log record is {len(raw)} bytes, over the limit of {limit} bytes", "too_large")
     record = LogRecord()
     try:
         if isinstance(raw, bytes):
@@ -124,26 +134,30 @@ def _log_record(raw: bytes | dict[str, Any]) -> LogRecord | _Malformed:
     return record
 
 
-def parse_request(body: bytes, *, json_encoded: bool, max_records: int = DEFAULT_MAX_RECORDS) -> OtlpLogs:
+def parse_request(body: bytes | bytearray, *, json_encoded: bool, max_records: int = DEFAULT_MAX_RECORDS) -> OtlpLogs:
     """The records of an ``ExportLogsServiceRequest`` in its protobuf or OTLP/JSON encoding; :class:`BadRequest`
     when it is neither, :class:`TooLarge` beyond ``max_records`` records (counted before any record is decoded)."""
     try:
-        records = _json_records(body) if json_encoded else _protobuf_records(body)
-    except BadRequest:
+        records = _json_records(body, max_records) if json_encoded else _protobuf_records(body, max_records)
+    except (BadRequest, TooLarge):
         raise
     except RecursionError:
         raise BadRequest("the body is nested too deeply to be an OTLP logs request") from None
     except Exception as exc:  # whatever the bytes are, the client gets an answer naming the problem
         raise BadRequest(f"the body is not an OTLP logs request: {_first_line(exc)}") from None
     if len(records) > max_records:
-        raise TooLarge(
-            f"the request carries {len(records)} log records, over the limit of {max_records} "
-            "(APPEVENTS_BRIDGE_MAX_RECORDS): send smaller batches"
-        )
+        raise _too_many_records(len(records), max_records)
     return OtlpLogs(records)
 
 
-def _protobuf_records(body: bytes) -> list[bytes]:
+def _too_many_records(count: int, max_records: int) -> TooLarge:
+    return TooLarge(
+        f"the request carries {count} log records, over the limit of {max_records} "
+        "(APPEVENTS_BRIDGE_MAX_RECORDS): send smaller batches"
+    )
+
+
+def _protobuf_records(body: bytes | bytearray, max_records: int) -> list[bytes]:
     """The encoded records, read through a skeleton of the request whose records are bytes: no record is decoded
     (a 4 MiB body of empty records would otherwise become 2 million messages before any limit applies)."""
     skeleton: Any = _SKELETON()
@@ -156,8 +170,18 @@ def _protobuf_records(body: bytes) -> list[bytes]:
     ]
 
 
-def _json_records(body: bytes) -> list[dict[str, Any]]:
-    """The record objects of an OTLP/JSON request (protobuf's JSON mapping: camelCase or the proto field names)."""
+def _json_records(body: bytes | bytearray, max_records: int) -> list[dict[str, Any]]:
+    """The record objects of an OTLP/JSON request (protobuf's JSON mapping: camelCase or the proto field names).
+
+    Each JSON object or array costs Python ~60 bytes or more however short its text (``{}`` is two bytes), so
+    before parsing, the ``{`` and ``[`` in the body (those inside strings too: an upper bound) are counted against
+    ``JSON_CONTAINERS_PER_RECORD`` per allowed record; an OTLP/JSON record needs about ten."""
+    containers = body.count(b"{") + body.count(b"[")
+    if containers > (limit := JSON_CONTAINERS_PER_RECORD * max_records):
+        raise TooLarge(
+            f"the OTLP/JSON body holds {containers} objects and arrays, over the limit of {limit} "
+            f"({JSON_CONTAINERS_PER_RECORD} per record of APPEVENTS_BRIDGE_MAX_RECORDS): send smaller batches"
+        )
     try:
         document = json.loads(body)
     except ValueError as exc:
@@ -256,7 +280,7 @@ def decode_events(records: Iterable[LogRecord | _Malformed]) -> Decoded:
     decoded = Decoded()
     for record in records:
         if isinstance(record, _Malformed):
-            decoded.refuse("malformed", record.reason)
+            decoded.refuse(record.kind, record.reason)
             continue
         try:
             _decode_record(record, decoded)

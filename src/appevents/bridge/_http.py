@@ -17,7 +17,7 @@ protobuf otherwise):
 3. the body (``Content-Length`` or chunked) within the body deadline, never more than the limit kept (413);
 4. :meth:`ExportService.export` on a worker thread: decode, deliver, answer.
 
-A refusal at steps 1–2 closes the connection without keeping any of the body (see :func:`_answer_and_close`).
+A refusal at step 1 or 2 closes the connection without keeping any of the body (see :func:`_answer_and_close`).
 
 Fairness: when ``max_connections`` are open, a new connection closes the oldest one that is not inside a request
 (waiting for its headers, or idle between requests) instead of being turned away, so connections that only hold
@@ -202,7 +202,7 @@ class HttpListener:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def work(self, body: bytes, *, json_encoded: bool, content_encoding: str) -> asyncio.Future[Reply]:
+    def work(self, body: bytearray, *, json_encoded: bool, content_encoding: str) -> asyncio.Future[Reply]:
         """:meth:`ExportService.export` on a worker thread."""
         assert self._loop is not None
         job = partial(self.service.export, body, "http", json_encoded=json_encoded, content_encoding=content_encoding)
@@ -237,7 +237,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self._service = listener.service
         self._json = False
         self._content_encoding = ""
-        self._chunks: list[bytes] | None = None  # set once the request holds a slot: the body is wanted
+        self._body: bytearray | None = None  # set once the request holds a slot: the body is wanted
         self._size = 0
         self._slot = False
         self._answered = False
@@ -270,20 +270,20 @@ class _Exchange(httputil.HTTPMessageDelegate):
             return self._refuse(ReplyKind.BUSY, "too many requests at once")
         self._slot = True
         self._content_encoding = headers.get("Content-Encoding", "")
-        self._chunks = []
+        self._body = bytearray()
         return None
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
-        if self._chunks is None:
+        if self._body is None:
             return  # a body nobody asked for (a GET's, or one already over the limit): dropped as it comes
         if self._size > self._listener.max_body_bytes:
             # Kept reading (and dropping) to its end, so the client reads the 413 instead of a reset connection;
             # Tornado's own limit (twice ours) ends a body that goes on and on.
-            self._chunks, self._too_large = None, True
+            self._body, self._too_large = None, True
             self._release()
             return
-        self._chunks.append(chunk)
+        self._body += chunk  # one buffer, handed over as it is (no join, no copy)
 
     def finish(self) -> None:
         if self._health:
@@ -293,18 +293,18 @@ class _Exchange(httputil.HTTPMessageDelegate):
             message = f"the body is over the limit of {self._listener.max_body_bytes} bytes"
             self._reply(self._service.refuse(ReplyKind.TOO_LARGE, message, "http"))
             return
-        if self._chunks is None or self._answered:
+        if self._body is None or self._answered:
             return
-        body, self._chunks = b"".join(self._chunks), None
+        body, self._body = self._body, None
         self._listener.run(self._export(body))
 
     def on_connection_close(self) -> None:
-        self._chunks = None
+        self._body = None
         if not self._answered:
             self._release()  # the client went away before its answer: the slot is free again
 
     # -- answers ---------------------------------------------------------------------------------------------------
-    async def _export(self, body: bytes) -> None:
+    async def _export(self, body: bytearray) -> None:
         try:
             reply = await self._listener.work(body, json_encoded=self._json, content_encoding=self._content_encoding)
         except Exception:  # the service maps every expected error to a reply: this is a bug, still answered

@@ -16,12 +16,14 @@ reply              HTTP         gRPC                   when
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hmac
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -46,6 +48,18 @@ from appevents.bridge._metrics import BridgeInstruments, bridge_instruments
 __all__ = ["BridgeStats", "ExportService", "Reply", "ReplyKind"]
 
 _logger = logging.getLogger("appevents.bridge")
+
+
+def _malloc_trim() -> Callable[[], object]:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0)
+
+
+_give_back_memory = _malloc_trim()
 
 
 class ReplyKind(Enum):
@@ -149,17 +163,27 @@ class ExportService:
             )
         return Reply(kind, message)
 
-    def export(self, body: bytes, transport: str, *, json_encoded: bool = False, content_encoding: str = "") -> Reply:
+    def export(
+        self, body: bytes | bytearray, transport: str, *, json_encoded: bool = False, content_encoding: str = ""
+    ) -> Reply:
         """One request body, as received: decompressed, decoded, delivered, answered. Decoding (the only step whose
         memory grows with what the body holds) runs one request at a time: it holds the GIL anyway, and so the
         bridge's memory is its bodies in flight plus one decode, whatever those bodies contain."""
         started = time.monotonic()
+        large = len(body) > 256 * 1024
         try:
             with self._decoding:
-                payload = decompress(body, content_encoding, self.max_body_bytes)
-                del body
-                decoded = decode_events(parse_request(payload, json_encoded=json_encoded, max_records=self.max_records))
-                del payload
+                try:
+                    payload = decompress(body, content_encoding, self.max_body_bytes)
+                    large = large or len(payload) > 256 * 1024
+                    del body
+                    decoded = decode_events(
+                        parse_request(payload, json_encoded=json_encoded, max_records=self.max_records)
+                    )
+                    del payload
+                finally:
+                    if large:
+                        _give_back_memory()
         except TooLarge as exc:  # like every refusal before the events are decoded, not timed
             return self._refused(ReplyKind.TOO_LARGE, str(exc), transport, None)
         except BadRequest as exc:
