@@ -199,6 +199,13 @@ def run_bridge(settings: BridgeSettings | None = None, app_settings: AppEventsSe
         _shutdown_meter_provider(meter_provider)
         raise
     try:
+        exposed = bridge.settings.exposed_unauthenticated()
+        if exposed:
+            _logger.warning(
+                "appevents bridge: UNAUTHENTICATED: %s accept(s) events from anyone who can reach them "
+                "(--allow-unauthenticated); set APPEVENTS_BRIDGE_TOKEN or client certificates to require credentials",
+                " and ".join(f"{name} on {getattr(bridge.settings, name)}" for name in exposed),
+            )
         listening = [f"OTLP/HTTP on {_where(bridge.settings.http, bridge.http_port)}"] if bridge.http_port else []
         if bridge.grpc_port:
             listening.append(f"OTLP/gRPC on {_where(bridge.settings.grpc, bridge.grpc_port)}")
@@ -210,13 +217,6 @@ def run_bridge(settings: BridgeSettings | None = None, app_settings: AppEventsSe
             else "",
             ", ".join(bridge.app_settings.exporters) or "nothing",
         )
-        exposed = bridge.settings.exposed_unauthenticated()
-        if exposed:
-            _logger.warning(
-                "appevents bridge: UNAUTHENTICATED: %s accept(s) events from anyone who can reach them "
-                "(--allow-unauthenticated); set APPEVENTS_BRIDGE_TOKEN or client certificates to require credentials",
-                " and ".join(f"{name} on {getattr(bridge.settings, name)}" for name in exposed),
-            )
         while not stop.wait(0.5):
             pass
         _logger.warning("appevents bridge: stopping (draining for up to %gs)", bridge.settings.drain_timeout_s)
