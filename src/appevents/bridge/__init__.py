@@ -34,10 +34,13 @@ from opentelemetry.metrics import MeterProvider
 
 from appevents import _runtime
 from appevents._counting import DeliveryStats
+from appevents._errors import ConfigurationError
 from appevents._pipeline import Pipeline, build_pipeline
+from appevents._redaction import redactor_of
 from appevents._settings import AppEventsSettings
 from appevents.bridge._intake import Intake
 from appevents.bridge._metrics import bridge_instruments, meter_provider_from_environment
+from appevents.bridge._policy import Grant, Policy, load_tokens_file
 from appevents.bridge._service import BridgeStats, ExportService
 from appevents.bridge._settings import BridgeSettings, parse_endpoint
 
@@ -91,6 +94,8 @@ class Bridge:
             bridge_instruments(self._meter_provider),
             max_body_bytes=settings.max_body_bytes,
             max_records=settings.max_records,
+            tokens=self._tokens(),
+            policy=Policy(redactor_of(self.app_settings)),
         )
         try:
             http_address = parse_endpoint(settings.http)
@@ -122,6 +127,14 @@ class Bridge:
             self.stop(timeout_s=1.0)
             raise
         return self
+
+    def _tokens(self) -> dict[str, Grant]:
+        if self.settings.tokens_file is None:
+            return {}
+        try:
+            return load_tokens_file(self.settings.tokens_file)
+        except ValueError as exc:
+            raise ConfigurationError(f"APPEVENTS_BRIDGE_TOKENS_FILE ({self.settings.tokens_file}): {exc}") from None
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if self.settings.tls_cert_file is None or self.settings.tls_key_file is None:

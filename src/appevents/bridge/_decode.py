@@ -37,6 +37,7 @@ from appevents import _runtime
 from appevents._encoded import EncodedEvent
 from appevents._models import STORED_EVENT_CONTEXT, Event
 from appevents._records import EVENT_ID_ATTRIBUTE, EVENT_NAME_ATTRIBUTE, TOPIC_ATTRIBUTE, record_attributes
+from appevents.bridge._policy import FULL, Grant, Policy, Refused, lone_surrogate
 
 __all__ = [
     "DEFAULT_MAX_RECORDS",
@@ -54,6 +55,8 @@ _MAX_MESSAGES = 3
 #: Validation without the size cap: the bridge measures the one encoding it sends instead (same limit, one
 #: serialization instead of two).
 _UNCAPPED = {STORED_EVENT_CONTEXT: True}
+#: Validation only (no redaction): what decoding without a bridge's settings applies.
+_NO_POLICY = Policy()
 
 
 class BadRequest(ValueError):
@@ -274,16 +277,19 @@ class Decoded:
             self.messages.append(message)
 
 
-def decode_events(records: Iterable[LogRecord | _Malformed]) -> Decoded:
-    """Every event ``records`` carry, validated, in order; refusals counted with a short message each. Nothing a
-    record holds escapes as an exception: a record that cannot be read is refused alone, naming the problem."""
+def decode_events(
+    records: Iterable[LogRecord | _Malformed], policy: Policy = _NO_POLICY, grant: Grant = FULL
+) -> Decoded:
+    """Every event ``records`` carry, validated, then put through ``policy`` for ``grant`` (see :mod:`._policy`), in
+    order; refusals counted with a short message each. Nothing a record holds escapes as an exception: a record
+    that cannot be read is refused alone, naming the problem."""
     decoded = Decoded()
     for record in records:
         if isinstance(record, _Malformed):
             decoded.refuse(record.kind, record.reason)
             continue
         try:
-            _decode_record(record, decoded)
+            _decode_record(record, decoded, policy, grant)
         except RecursionError:
             decoded.refuse("invalid", "the record's body is nested too deeply")
         except Exception as exc:  # a record no rule above foresaw: refused alone, the others go on
@@ -295,7 +301,7 @@ def _string_attributes(record: LogRecord) -> dict[str, str]:
     return {kv.key: kv.value.string_value for kv in record.attributes if kv.key.startswith("appevents.")}
 
 
-def _decode_record(record: LogRecord, decoded: Decoded) -> None:
+def _decode_record(record: LogRecord, decoded: Decoded, policy: Policy, grant: Grant) -> None:
     # The common case first, and cheaply: a string body holding an event with its id. The attributes are read
     # only when the body is something else (reading them costs more than the rest of this path).
     body = record.body
@@ -315,6 +321,11 @@ def _decode_record(record: LogRecord, decoded: Decoded) -> None:
                         return
                     event = _event_from_parts(record, attributes, document)
                 else:
+                    where = lone_surrogate(document)
+                    if where is not None:  # pydantic says only "invalid JSON" and where in the text
+                        raise _Refused(
+                            "invalid", f"{where}: a lone surrogate (\\uD800-\\uDFFF) is not Unicode text"
+                        ) from None
                     raise exc
             else:
                 if "event_id" not in event.model_fields_set:
@@ -338,6 +349,7 @@ def _decode_record(record: LogRecord, decoded: Decoded) -> None:
         else:
             decoded.ignored += 1
             return
+        policy.apply(event, grant, text or None)
         encoded = event.model_dump_json().encode()
         limit = _runtime.max_event_bytes()
         if len(encoded) > limit:
@@ -362,11 +374,7 @@ def _decode_record(record: LogRecord, decoded: Decoded) -> None:
     )
 
 
-class _Refused(Exception):
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
+_Refused = Refused
 
 
 def _event_from_parts(record: LogRecord, attributes: dict[str, str], data: dict[str, Any] | None) -> Event:
@@ -390,8 +398,10 @@ def _event_from_parts(record: LogRecord, attributes: dict[str, str], data: dict[
 def _json_object(text: str) -> dict[str, Any] | None:
     try:
         document = json.loads(text)
-    except ValueError:
-        return None
+    except json.JSONDecodeError:
+        return None  # not JSON: a log line
+    except ValueError as exc:  # JSON, but not readable here (an integer of more than 4300 digits)
+        raise _Refused("invalid", f"the event's JSON cannot be read: {exc}") from None
     except RecursionError:
         raise _Refused("invalid", "the event's JSON is nested too deeply") from None
     return document if isinstance(document, dict) else None

@@ -47,14 +47,15 @@ class _LogsService:
 
     def export(self, body: bytes, context: Any) -> ExportLogsServiceResponse:
         authorization = [value for key, value in context.invocation_metadata() if key == "authorization"]
-        if not self._service.authorized(authorization):
+        grant = self._service.authenticate(authorization)
+        if grant is None:
             self._abort(
                 context, self._service.refuse(ReplyKind.UNAUTHORIZED, "a valid bearer token is required", "grpc")
             )
         if not self._slots.acquire(blocking=False):
             self._abort(context, self._service.refuse(ReplyKind.BUSY, "too many requests at once", "grpc"))
         try:
-            reply = self._service.export(body, "grpc")
+            reply = self._service.export(body, "grpc", grant=grant)
         finally:
             self._slots.release()
         if reply.kind is not ReplyKind.OK:

@@ -46,6 +46,7 @@ from tornado import httputil, iostream, netutil
 from tornado.http1connection import HTTP1Connection
 from tornado.httpserver import HTTPServer
 
+from appevents.bridge._policy import FULL, Grant
 from appevents.bridge._service import ExportService, Reply, ReplyKind
 
 __all__ = ["HttpListener"]
@@ -202,10 +203,14 @@ class HttpListener:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def work(self, body: bytearray, *, json_encoded: bool, content_encoding: str) -> asyncio.Future[Reply]:
+    def work(
+        self, body: bytearray, *, json_encoded: bool, content_encoding: str, grant: Grant
+    ) -> asyncio.Future[Reply]:
         """:meth:`ExportService.export` on a worker thread."""
         assert self._loop is not None
-        job = partial(self.service.export, body, "http", json_encoded=json_encoded, content_encoding=content_encoding)
+        job = partial(
+            self.service.export, body, "http", json_encoded=json_encoded, content_encoding=content_encoding, grant=grant
+        )
         return self._loop.run_in_executor(self._workers, job)
 
 
@@ -243,6 +248,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self._answered = False
         self._health = False
         self._too_large = False
+        self._grant = FULL
 
     # -- Tornado's callbacks -----------------------------------------------------------------------------------------
     def headers_received(
@@ -257,7 +263,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
             return None
         if path != "/v1/logs" or start_line.method != "POST":
             return self._refuse(ReplyKind.NOT_FOUND, "OTLP logs go to POST /v1/logs")
-        if not self._service.authorized(headers.get_list("Authorization")):
+        grant = self._service.authenticate(headers.get_list("Authorization"))
+        if grant is None:
             return self._refuse(ReplyKind.UNAUTHORIZED, "exactly one 'Authorization: Bearer <token>' header is needed")
         if not self._json and content_type not in _PROTOBUF:
             return self._refuse(ReplyKind.UNSUPPORTED, f"Content-Type must be {_PROTOBUF[0]} or {_JSON}")
@@ -269,6 +276,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         if not self._listener.take_slot(self._stream):
             return self._refuse(ReplyKind.BUSY, "too many requests at once")
         self._slot = True
+        self._grant = grant
         self._content_encoding = headers.get("Content-Encoding", "")
         self._body = bytearray()
         return None
@@ -306,7 +314,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
     # -- answers ---------------------------------------------------------------------------------------------------
     async def _export(self, body: bytearray) -> None:
         try:
-            reply = await self._listener.work(body, json_encoded=self._json, content_encoding=self._content_encoding)
+            reply = await self._listener.work(
+                body, json_encoded=self._json, content_encoding=self._content_encoding, grant=self._grant
+            )
         except Exception:  # the service maps every expected error to a reply: this is a bug, still answered
             _logger.exception("appevents bridge: an OTLP/HTTP request failed unexpectedly")
             reply = Reply(ReplyKind.UNAVAILABLE, "the bridge failed to handle the request")

@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -44,6 +44,7 @@ from appevents.bridge._decode import (
 )
 from appevents.bridge._intake import Intake, Verdict
 from appevents.bridge._metrics import BridgeInstruments, bridge_instruments
+from appevents.bridge._policy import FULL, Grant, Policy
 
 __all__ = ["BridgeStats", "ExportService", "Reply", "ReplyKind"]
 
@@ -120,29 +121,43 @@ class ExportService:
         *,
         max_body_bytes: int = 4 * 1024 * 1024,
         max_records: int = DEFAULT_MAX_RECORDS,
+        tokens: Mapping[str, Grant] | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.intake = intake
         self.max_body_bytes = max_body_bytes
         self.max_records = max_records
         self._decoding = threading.Lock()
-        self._expected = None if token is None else token.get_secret_value().encode()
+        grants = dict(tokens or {})
+        if token is not None:
+            grants[token.get_secret_value()] = FULL
+        self._grants = [(secret.encode(), grant) for secret, grant in grants.items()]
+        self._policy = policy if policy is not None else Policy()
         self._lock = threading.Lock()
         self._stats = BridgeStats()
         self._log_once = LogOnce(_logger)
         self._instruments = instruments if instruments is not None else bridge_instruments()
 
-    def authorized(self, authorization: Sequence[str] | str | None) -> bool:
-        """Whether the ``Authorization`` header values of a request carry the token (always true without one):
-        exactly one value, the ``Bearer`` scheme in any case (RFC 9110), the token compared in constant time. Two
-        values are refused whatever they hold: which one a proxy on the way would have read is unknowable."""
-        if self._expected is None:
-            return True
+    def authenticate(self, authorization: Sequence[str] | str | None) -> Grant | None:
+        """What the ``Authorization`` header values of a request may publish for; None: not authorized. Without a
+        token or a tokens file, everything. Exactly one value is taken, the ``Bearer`` scheme in any case (RFC
+        9110), compared in constant time with every token (no early exit). Two values are refused whatever they
+        hold: which one a proxy on the way would have read is unknowable."""
+        if not self._grants:
+            return FULL
         values = [authorization] if isinstance(authorization, str) else list(authorization or ())
         if len(values) != 1:
-            return False
+            return None
         scheme, _, credentials = values[0].strip().partition(" ")
-        matches = hmac.compare_digest(credentials.strip().encode(), self._expected)
-        return matches and scheme.lower() == "bearer"
+        presented = credentials.strip().encode()
+        found: Grant | None = None
+        for token, grant in self._grants:
+            if hmac.compare_digest(presented, token):
+                found = grant
+        return found if scheme.lower() == "bearer" else None
+
+    def authorized(self, authorization: Sequence[str] | str | None) -> bool:
+        return self.authenticate(authorization) is not None
 
     def refuse(self, kind: ReplyKind, message: str, transport: str) -> Reply:
         """A request refused before its events were looked at; counted, logged once per kind."""
@@ -164,7 +179,13 @@ class ExportService:
         return Reply(kind, message)
 
     def export(
-        self, body: bytes | bytearray, transport: str, *, json_encoded: bool = False, content_encoding: str = ""
+        self,
+        body: bytes | bytearray,
+        transport: str,
+        *,
+        json_encoded: bool = False,
+        content_encoding: str = "",
+        grant: Grant = FULL,
     ) -> Reply:
         """One request body, as received: decompressed, decoded, delivered, answered. Decoding (the only step whose
         memory grows with what the body holds) runs one request at a time: it holds the GIL anyway, and so the
@@ -177,9 +198,8 @@ class ExportService:
                     payload = decompress(body, content_encoding, self.max_body_bytes)
                     large = large or len(payload) > 256 * 1024
                     del body
-                    decoded = decode_events(
-                        parse_request(payload, json_encoded=json_encoded, max_records=self.max_records)
-                    )
+                    logs = parse_request(payload, json_encoded=json_encoded, max_records=self.max_records)
+                    decoded = decode_events(logs, self._policy, grant)
                     del payload
                 finally:
                     if large:

@@ -36,8 +36,11 @@ class BridgeSettings(BaseSettings):
     http: str = "127.0.0.1:4318"
     #: OTLP/gRPC listener (``LogsService/Export``), ``off`` for none.
     grpc: str = "127.0.0.1:4317"
-    #: When set, every request needs ``Authorization: Bearer <token>``.
+    #: When set, every request needs ``Authorization: Bearer <token>`` (this token may publish for any tenant).
     token: SecretStr | None = None
+    #: JSON file of tokens and the tenants (and applications) each may publish for (see the README); with it,
+    #: every request needs one of its tokens (or ``token``) and events for other tenants are refused one by one.
+    tokens_file: Path | None = None
     #: TLS for both listeners (PEM files; both or neither).
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -102,7 +105,7 @@ class BridgeSettings(BaseSettings):
     @property
     def authenticated(self) -> bool:
         """Whether a client must prove who it is (a token, or a certificate from the client CAs)."""
-        return self.token is not None or self.tls_client_ca_file is not None
+        return self.token is not None or self.tokens_file is not None or self.tls_client_ca_file is not None
 
     def exposed_unauthenticated(self) -> list[str]:
         """The listeners (``http``, ``grpc``) beyond loopback that anyone who reaches them may publish to."""
