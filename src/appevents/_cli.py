@@ -69,6 +69,7 @@ def _bridge(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
+    from appevents._encoded import mask_credentials
     from appevents._errors import ConfigurationError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -98,6 +99,9 @@ def _bridge(args: argparse.Namespace) -> int:
         return 2
     except (ConfigurationError, OSError) as exc:
         print(f"appevents bridge: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # an exporter's setting that cannot be parsed (pydantic-settings' SettingsError)
+        print(f"appevents bridge: bad settings: {mask_credentials(str(exc))}", file=sys.stderr)
         return 2
 
 

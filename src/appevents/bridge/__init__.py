@@ -27,6 +27,7 @@ import signal
 import ssl
 import threading
 import time
+import traceback
 from collections.abc import Mapping
 from types import FrameType
 
@@ -34,6 +35,7 @@ from opentelemetry.metrics import MeterProvider
 
 from appevents import _runtime
 from appevents._counting import DeliveryStats
+from appevents._encoded import mask_credentials
 from appevents._errors import ConfigurationError
 from appevents._pipeline import Pipeline, build_pipeline
 from appevents._redaction import redactor_of
@@ -198,6 +200,31 @@ def run_bridge(settings: BridgeSettings | None = None, app_settings: AppEventsSe
     (the engine's and the bridge's) go where the standard ``OTEL_METRICS_EXPORTER`` says (``otlp``, ``console``),
     else to the global meter provider."""
     stop = threading.Event()
+    masking = _MaskCredentials()
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:  # every line the process logs, the exporters' included
+        handler.addFilter(masking)
+    try:
+        return _run(stop, settings, app_settings)
+    finally:
+        for handler in handlers:
+            handler.removeFilter(masking)
+
+
+class _MaskCredentials(logging.Filter):
+    """Masks what URLs in a log line (and its traceback) may carry: user info, credential-like query values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_credentials(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask_credentials("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+        return True
+
+
+def _run(stop: threading.Event, settings: BridgeSettings | None, app_settings: AppEventsSettings | None) -> int:
     meter_provider = meter_provider_from_environment("appevents-bridge")
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:

@@ -40,6 +40,7 @@ from appevents.exporting import (
     LogOnce,
     encoded_from_record,
     event_from_json,
+    safe_url,
 )
 from appevents_exporter_segment._answers import DELIVERED, Call, Sent, Verdict, verdict_for
 from appevents_exporter_segment._diagnose import diagnose_segment
@@ -147,7 +148,7 @@ class SegmentExporter(LogRecordExporter):
         consumer.start()
 
     def __repr__(self) -> str:
-        return f"SegmentExporter(host={self.settings.host!r}, write_key={REDACTED!r})"
+        return f"SegmentExporter(host={safe_url(self.settings.host)!r}, write_key={REDACTED!r})"
 
     # -- engine thread (publisher's path for accepts) ----------------------------------------------------------
     def accepts(self, event: EncodedEvent) -> bool:
