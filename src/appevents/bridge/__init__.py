@@ -8,10 +8,12 @@ is set. A request is answered once its events are durable or delivered (see :mod
 what the bridge acknowledges is never lost; back-pressure is a 429 / ``RESOURCE_EXHAUSTED`` with a retry hint.
 
 It is a network listener: ``APPEVENTS_BRIDGE_TOKEN`` makes every request carry ``Authorization: Bearer <token>``
-(checked in constant time, never logged), TLS is one certificate and key for both listeners (with
-``APPEVENTS_BRIDGE_TLS_CLIENT_CA_FILE``, clients need a certificate issued by those CAs), bodies are capped
-(``APPEVENTS_BRIDGE_MAX_BODY_BYTES``), and concurrency and open connections are bounded (see
-:class:`BridgeSettings`). SIGTERM or SIGINT: stop accepting, answer the requests in flight, drain, exit.
+(checked in constant time, never logged), ``APPEVENTS_BRIDGE_TOKENS_FILE`` gives each of several tokens the tenants
+it may publish for (see :mod:`._policy`), TLS is one certificate and key for both listeners (with
+``APPEVENTS_BRIDGE_TLS_CLIENT_CA_FILE``, clients need a certificate issued by those CAs); beyond loopback one of
+these is required unless the operator allows anyone. Bodies, records, deadlines, concurrency and open
+connections are bounded (see :class:`BridgeSettings` and :mod:`._http`); every event gets the library's
+validation and redaction. SIGTERM or SIGINT: stop accepting, answer the requests in flight, drain, exit.
 
 In code::
 
