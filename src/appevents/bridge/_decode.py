@@ -96,15 +96,21 @@ class OtlpLogs:
     """The log records of one request, each decoded into a ``LogRecord`` only when :func:`decode_events` reaches
     it: what a request costs in memory is its body plus one record at a time, whatever the records hold."""
 
-    def __init__(self, records: list[LogRecord] | list[bytes] | list[dict[str, Any]]) -> None:
+    def __init__(self, records: ExportLogsServiceRequest | list[bytes] | list[dict[str, Any]], count: int) -> None:
         self._records = records
+        self._count = count
 
     def __len__(self) -> int:
-        return len(self._records)
+        return self._count
 
     def __iter__(self) -> Iterator[LogRecord | _Malformed]:
-        for raw in self._records:
-            yield _log_record(raw)
+        if isinstance(self._records, ExportLogsServiceRequest):  # parsed whole: the records as they are
+            for resource in self._records.resource_logs:
+                for scope in resource.scope_logs:
+                    yield from scope.log_records
+        else:
+            for raw in self._records:
+                yield _log_record(raw)
 
 
 class _Malformed:
@@ -124,9 +130,7 @@ JSON_CONTAINERS_PER_RECORD = 16
 MAX_RECORD_FACTOR = 4
 
 
-def _log_record(raw: LogRecord | bytes | dict[str, Any]) -> LogRecord | _Malformed:
-    if isinstance(raw, LogRecord):
-        return raw
+def _log_record(raw: bytes | dict[str, Any]) -> LogRecord | _Malformed:
     if isinstance(raw, bytes) and len(raw) > (limit := MAX_RECORD_FACTOR * _runtime.max_event_bytes()):
         return _Malformed(f"the log record is {len(raw)} bytes, over the limit of {limit} bytes", "too_large")
     record = LogRecord()
@@ -146,16 +150,25 @@ def parse_request(body: bytes | bytearray, *, json_encoded: bool, max_records: i
     """The records of an ``ExportLogsServiceRequest`` in its protobuf or OTLP/JSON encoding; :class:`BadRequest`
     when it is neither, :class:`TooLarge` beyond ``max_records`` records (counted before any record is decoded)."""
     try:
-        records = _json_records(body, max_records) if json_encoded else _protobuf_records(body, max_records)
+        records: ExportLogsServiceRequest | list[bytes] | list[dict[str, Any]] = (
+            _json_records(body, max_records) if json_encoded else _protobuf_records(body, max_records)
+        )
     except (BadRequest, TooLarge):
         raise
     except RecursionError:
         raise BadRequest("the body is nested too deeply to be an OTLP logs request") from None
     except Exception as exc:  # whatever the bytes are, the client gets an answer naming the problem
         raise BadRequest(f"the body is not an OTLP logs request: {_first_line(exc)}") from None
-    if len(records) > max_records:
-        raise _too_many_records(len(records), max_records)
-    return OtlpLogs(records)
+    count = _count(records)
+    if count > max_records:
+        raise _too_many_records(count, max_records)
+    return OtlpLogs(records, count)
+
+
+def _count(records: ExportLogsServiceRequest | list[bytes] | list[dict[str, Any]]) -> int:
+    if isinstance(records, ExportLogsServiceRequest):
+        return sum(len(scope.log_records) for resource in records.resource_logs for scope in resource.scope_logs)
+    return len(records)
 
 
 def _too_many_records(count: int, max_records: int) -> TooLarge:
@@ -165,7 +178,7 @@ def _too_many_records(count: int, max_records: int) -> TooLarge:
     )
 
 
-def _protobuf_records(body: bytes | bytearray, max_records: int) -> list[bytes] | list[LogRecord]:
+def _protobuf_records(body: bytes | bytearray, max_records: int) -> ExportLogsServiceRequest | list[bytes]:
     """The records of a protobuf request. A body of up to ``FULL_PARSE_BYTES`` is parsed whole (fast: one call,
     at most ~25 times its size in memory); a larger one through a skeleton of the request whose records are bytes,
     each record decoded later on its own (a 4 MiB body of empty records would otherwise become 2 million messages
@@ -178,15 +191,7 @@ def _protobuf_records(body: bytes | bytearray, max_records: int) -> list[bytes] 
             raise BadRequest(
                 "the body is not a protobuf ExportLogsServiceRequest (its wire format is corrupt)"
             ) from None
-        records = [
-            record
-            for resource in request.resource_logs
-            for scope in resource.scope_logs
-            for record in scope.log_records
-        ]
-        if len(records) > max_records:
-            raise _too_many_records(len(records), max_records)
-        return records
+        return request  # counted by the caller, in C, before any record is looked at
     skeleton: Any = _SKELETON()
     try:
         skeleton.ParseFromString(body)
