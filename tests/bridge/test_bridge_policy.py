@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from pydantic import ValidationError
@@ -25,6 +26,7 @@ from support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
+_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 _ID = "6f1c1c1e-9d5e-4c51-9f0e-0d5c1e1e1e1e"
 
 
@@ -134,6 +136,11 @@ def test_a_tokens_file_limits_each_token_to_its_tenants_and_applications(
     assert rejected == 3
     assert "application_name 'shop'" in message
     assert post(bridge.http_url, request_of(*bodies), token="unknown").status == 401
+    with grpc.insecure_channel(f"127.0.0.1:{bridge.grpc_port}") as channel:  # the same grant over gRPC
+        answer_bytes = channel.unary_unary(_EXPORT)(
+            request_of(*bodies), metadata=(("authorization", "Bearer acme-token-1"),), timeout=20
+        )
+    assert _partial(answer_bytes)[0] == 3
     # APPEVENTS_BRIDGE_TOKEN (set by the fixture) still publishes for anyone
     answer = post(bridge.http_url, request_of(*bodies), token=TOKEN)
     assert _partial(answer.body)[0] == 0
@@ -141,7 +148,7 @@ def test_a_tokens_file_limits_each_token_to_its_tenants_and_applications(
     def ids() -> list[str]:
         return sorted(e["event_id"] for e in delivered(receiver))
 
-    expected = sorted([acme.event_id, globex_billing.event_id] + [e.event_id for e in everything])
+    expected = sorted([acme.event_id, acme.event_id, globex_billing.event_id] + [e.event_id for e in everything])
     assert wait_until(lambda: ids() == expected, 20), ids()
     assert "acme-token-1" not in bridge.log() and "globex-token-2" not in bridge.log()
 
