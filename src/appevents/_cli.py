@@ -111,6 +111,7 @@ def _bridge(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
+    from appevents._encoded import mask_credentials
     from appevents._errors import ConfigurationError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -127,6 +128,7 @@ def _bridge(args: argparse.Namespace) -> int:
             ("tls_cert_file", args.tls_cert),
             ("tls_key_file", args.tls_key),
             ("tls_client_ca_file", args.tls_client_ca),
+            ("allow_unauthenticated", args.allow_unauthenticated or None),
         )
         if value is not None
     }
@@ -140,6 +142,9 @@ def _bridge(args: argparse.Namespace) -> int:
         return 2
     except (ConfigurationError, OSError) as exc:
         print(f"appevents bridge: {_address_in_use(exc, settings) or exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # an exporter's setting that cannot be parsed (pydantic-settings' SettingsError)
+        print(f"appevents bridge: bad settings: {mask_credentials(str(exc))}", file=sys.stderr)
         return 2
 
 
@@ -265,6 +270,11 @@ def _parser() -> argparse.ArgumentParser:
     bridge.add_argument("--tls-key", metavar="PEM", help="TLS private key for both listeners")
     bridge.add_argument(
         "--tls-client-ca", metavar="PEM", help="mutual TLS: accept only clients with a certificate from these CAs"
+    )
+    bridge.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="let a listener beyond loopback run without a token or client certificates (refused otherwise)",
     )
     bridge.set_defaults(handler=_bridge)
 

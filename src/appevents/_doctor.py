@@ -45,7 +45,7 @@ from typing import TextIO
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from appevents._encoded import Check
+from appevents._encoded import Check, mask_credentials
 from appevents._engine import shutdown_exporter
 from appevents._errors import ConfigurationError
 from appevents._otel_env import OTEL_EXPORTER_NAME, appevents_names_in_otel_logs_exporter
@@ -179,7 +179,11 @@ def run_doctor(
             print(f"no such file: {env_file}", file=sys.stderr)
             return 2
         load_env_file(env_file)
-    checks = run_checks(timeout_s, env_file=env_file)
+    # Whatever a check or an exporter's repr put in its text, a URL's credentials are not printed.
+    checks = [
+        replace(c, detail=mask_credentials(c.detail), fix=mask_credentials(c.fix))
+        for c in run_checks(timeout_s, env_file=env_file)
+    ]
     if as_json:
         print(json.dumps([asdict(check) for check in checks], indent=2, ensure_ascii=False), file=out)
     else:

@@ -4,6 +4,7 @@ the waiters a caller or the OTLP bridge holds until its events are settled."""
 
 from __future__ import annotations
 
+import re
 import threading
 import urllib.parse
 from collections import Counter
@@ -19,6 +20,7 @@ __all__ = [
     "Settlement",
     "Waiter",
     "WaiterGroup",
+    "mask_credentials",
     "preferred_batch_size",
     "safe_url",
     "wants_event",
@@ -224,6 +226,21 @@ def safe_url(url: str) -> str:
     if not parts.scheme:  # host:port
         return url.rsplit("@", 1)[-1]
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@'\"]+@")
+_SECRET_QUERY = re.compile(
+    r"([?&][^=&\s'\"]*(?:secret|token|key|password|passwd|pwd|sig|signature|code|auth|credential)[^=&\s'\"]*=)"
+    r"[^&#\s'\",)\]]+",
+    re.IGNORECASE,
+)
+
+
+def mask_credentials(text: str) -> str:
+    """``text`` with what URLs in it may carry masked: user info (``https://****@host``) and the values of
+    credential-like query parameters (``?client_secret=****``). For log lines and reprs, where a URL is part of a
+    longer text (:func:`safe_url` shows one URL on its own)."""
+    return _SECRET_QUERY.sub(r"\1****", _URL_USERINFO.sub(r"\1****@", text))
 
 
 def preferred_batch_size(exporter: object, default: int) -> int:

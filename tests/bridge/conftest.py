@@ -46,8 +46,10 @@ def bridge_env(sidecar: DaprSidecar, tmp_path: Path) -> dict[str, str]:
 def start_bridge(bridge_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., BridgeProcess]]:
     started: list[BridgeProcess] = []
 
-    def start(**extra: str) -> BridgeProcess:
-        bridge = BridgeProcess({**bridge_env, **extra}, tmp_path / f"bridge-{len(started)}.log")
+    def start(*args: str, host: str = "127.0.0.1", **extra: str) -> BridgeProcess:
+        """A bridge with ``bridge_env`` plus ``extra`` variables (an empty value unsets one), listening on ``host``."""
+        env = {name: value for name, value in {**bridge_env, **extra}.items() if value != ""}
+        bridge = BridgeProcess(env, tmp_path / f"bridge-{len(started)}.log", host=host, extra_args=args)
         started.append(bridge)
         return bridge.start()
 

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ class BridgeProcess:
     log_path: Path
     http_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
+    #: Where both listeners bind (clients always connect through loopback).
+    host: str = "127.0.0.1"
+    extra_args: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -45,9 +49,10 @@ class BridgeProcess:
             "appevents",
             "bridge",
             "--http",
-            f"127.0.0.1:{self.http_port}",
+            f"{self.host}:{self.http_port}",
             "--grpc",
-            f"127.0.0.1:{self.grpc_port}",
+            f"{self.host}:{self.grpc_port}",
+            *self.extra_args,
         ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
@@ -74,6 +79,14 @@ class BridgeProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+    def peak_rss_bytes(self) -> tuple[int, int]:
+        """(resident now, peak resident so far) of the bridge process, from /proc (Linux)."""
+        assert self.proc is not None
+        fields = dict(
+            line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines() if ":" in line
+        )
+        return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -112,7 +125,8 @@ def request_of(*bodies: str | AnyValue, attributes: dict[str, str] | None = None
 class Answer:
     status: int
     body: bytes
-    headers: dict[str, str]
+    #: Header names are case-insensitive (``headers.get("www-authenticate")`` finds ``WWW-Authenticate``).
+    headers: Message
 
 
 def post(
@@ -133,9 +147,9 @@ def post(
     request = urllib.request.Request(f"{url}/v1/logs", data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as answer:
-            return Answer(answer.status, answer.read(), dict(answer.headers.items()))
+            return Answer(answer.status, answer.read(), answer.headers)
     except urllib.error.HTTPError as error:
-        return Answer(error.code, error.read(), dict(error.headers.items()))
+        return Answer(error.code, error.read(), error.headers)
 
 
 def delivered(receiver: HttpReceiver) -> list[dict[str, Any]]:

@@ -8,10 +8,12 @@ is set. A request is answered once its events are durable or delivered (see :mod
 what the bridge acknowledges is never lost; back-pressure is a 429 / ``RESOURCE_EXHAUSTED`` with a retry hint.
 
 It is a network listener: ``APPEVENTS_BRIDGE_TOKEN`` makes every request carry ``Authorization: Bearer <token>``
-(checked in constant time, never logged), TLS is one certificate and key for both listeners (with
-``APPEVENTS_BRIDGE_TLS_CLIENT_CA_FILE``, clients need a certificate issued by those CAs), bodies are capped
-(``APPEVENTS_BRIDGE_MAX_BODY_BYTES``), and concurrency and open connections are bounded (see
-:class:`BridgeSettings`). SIGTERM or SIGINT: stop accepting, answer the requests in flight, drain, exit.
+(checked in constant time, never logged), ``APPEVENTS_BRIDGE_TOKENS_FILE`` gives each of several tokens the tenants
+it may publish for (see :mod:`._policy`), TLS is one certificate and key for both listeners (with
+``APPEVENTS_BRIDGE_TLS_CLIENT_CA_FILE``, clients need a certificate issued by those CAs); beyond loopback one of
+these is required unless the operator allows anyone. Bodies, records, deadlines, concurrency and open
+connections are bounded (see :class:`BridgeSettings` and :mod:`._http`); every event gets the library's
+validation and redaction. SIGTERM or SIGINT: stop accepting, answer the requests in flight, drain, exit.
 
 In code::
 
@@ -27,6 +29,7 @@ import signal
 import ssl
 import threading
 import time
+import traceback
 from collections.abc import Mapping
 from types import FrameType
 
@@ -34,10 +37,14 @@ from opentelemetry.metrics import MeterProvider
 
 from appevents import _runtime
 from appevents._counting import DeliveryStats
+from appevents._encoded import mask_credentials
+from appevents._errors import ConfigurationError
 from appevents._pipeline import Pipeline, build_pipeline
+from appevents._redaction import redactor_of
 from appevents._settings import AppEventsSettings
 from appevents.bridge._intake import Intake
 from appevents.bridge._metrics import bridge_instruments, meter_provider_from_environment
+from appevents.bridge._policy import Grant, Policy, load_tokens_file
 from appevents.bridge._service import BridgeStats, ExportService
 from appevents.bridge._settings import BridgeSettings, parse_endpoint
 
@@ -89,6 +96,10 @@ class Bridge:
             Intake(self.pipeline, ack_timeout_s=settings.ack_timeout_s),
             settings.token,
             bridge_instruments(self._meter_provider),
+            max_body_bytes=settings.max_body_bytes,
+            max_records=settings.max_records,
+            tokens=self._tokens(),
+            policy=Policy(redactor_of(self.app_settings)),
         )
         try:
             http_address = parse_endpoint(settings.http)
@@ -101,7 +112,8 @@ class Bridge:
                     max_body_bytes=settings.max_body_bytes,
                     max_concurrent_requests=settings.max_concurrent_requests,
                     max_connections=settings.max_connections,
-                    idle_timeout_s=settings.idle_timeout_s,
+                    header_timeout_s=settings.header_timeout_s,
+                    body_timeout_s=settings.body_timeout_s,
                     ssl_context=self._ssl_context(),
                 ).start()
             grpc_address = parse_endpoint(settings.grpc)
@@ -119,6 +131,14 @@ class Bridge:
             self.stop(timeout_s=1.0)
             raise
         return self
+
+    def _tokens(self) -> dict[str, Grant]:
+        if self.settings.tokens_file is None:
+            return {}
+        try:
+            return load_tokens_file(self.settings.tokens_file)
+        except ValueError as exc:
+            raise ConfigurationError(f"APPEVENTS_BRIDGE_TOKENS_FILE ({self.settings.tokens_file}): {exc}") from None
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if self.settings.tls_cert_file is None or self.settings.tls_key_file is None:
@@ -182,6 +202,31 @@ def run_bridge(settings: BridgeSettings | None = None, app_settings: AppEventsSe
     (the engine's and the bridge's) go where the standard ``OTEL_METRICS_EXPORTER`` says (``otlp``, ``console``),
     else to the global meter provider."""
     stop = threading.Event()
+    masking = _MaskCredentials()
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:  # every line the process logs, the exporters' included
+        handler.addFilter(masking)
+    try:
+        return _run(stop, settings, app_settings)
+    finally:
+        for handler in handlers:
+            handler.removeFilter(masking)
+
+
+class _MaskCredentials(logging.Filter):
+    """Masks what URLs in a log line (and its traceback) may carry: user info, credential-like query values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_credentials(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask_credentials("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+        return True
+
+
+def _run(stop: threading.Event, settings: BridgeSettings | None, app_settings: AppEventsSettings | None) -> int:
     meter_provider = meter_provider_from_environment("appevents-bridge")
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -196,6 +241,13 @@ def run_bridge(settings: BridgeSettings | None = None, app_settings: AppEventsSe
         _shutdown_meter_provider(meter_provider)
         raise
     try:
+        exposed = bridge.settings.exposed_unauthenticated()
+        if exposed:
+            _logger.warning(
+                "appevents bridge: UNAUTHENTICATED: %s accept(s) events from anyone who can reach them "
+                "(--allow-unauthenticated); set APPEVENTS_BRIDGE_TOKEN or client certificates to require credentials",
+                " and ".join(f"{name} on {getattr(bridge.settings, name)}" for name in exposed),
+            )
         listening = [f"OTLP/HTTP on {_where(bridge.settings.http, bridge.http_port)}"] if bridge.http_port else []
         if bridge.grpc_port:
             listening.append(f"OTLP/gRPC on {_where(bridge.settings.grpc, bridge.grpc_port)}")

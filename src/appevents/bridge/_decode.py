@@ -23,11 +23,12 @@ import json
 import time
 import zlib
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
@@ -37,14 +38,26 @@ from appevents import _runtime
 from appevents._encoded import EncodedEvent
 from appevents._models import STORED_EVENT_CONTEXT, Event
 from appevents._records import EVENT_ID_ATTRIBUTE, EVENT_NAME_ATTRIBUTE, TOPIC_ATTRIBUTE, record_attributes
+from appevents.bridge._policy import FULL, Grant, Policy, Refused, lone_surrogate
 
-__all__ = ["BadRequest", "Decoded", "TooLarge", "decode_events", "decompress", "parse_request"]
+__all__ = [
+    "DEFAULT_MAX_RECORDS",
+    "BadRequest",
+    "Decoded",
+    "OtlpLogs",
+    "TooLarge",
+    "decode_events",
+    "decompress",
+    "parse_request",
+]
 
 #: How many refusal messages one response repeats (the count is always exact).
 _MAX_MESSAGES = 3
 #: Validation without the size cap: the bridge measures the one encoding it sends instead (same limit, one
 #: serialization instead of two).
 _UNCAPPED = {STORED_EVENT_CONTEXT: True}
+#: Validation only (no redaction): what decoding without a bridge's settings applies.
+_NO_POLICY = Policy()
 
 
 class BadRequest(ValueError):
@@ -55,7 +68,7 @@ class TooLarge(ValueError):
     """The payload, once decompressed, is over the body limit (413 / ``RESOURCE_EXHAUSTED``)."""
 
 
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+def decompress(body: bytes | bytearray, encoding: str, limit: int) -> bytes | bytearray:
     """``body`` decoded from its ``Content-Encoding`` (``gzip``, ``deflate`` or none), never more than ``limit``
     bytes: a small compressed body cannot expand into more memory than an uncompressed one may take."""
     encoding = encoding.strip().lower()
@@ -75,42 +88,203 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def parse_request(body: bytes, *, json_encoded: bool) -> ExportLogsServiceRequest:
-    """An ``ExportLogsServiceRequest`` from its protobuf or OTLP/JSON encoding; :class:`BadRequest` otherwise."""
-    request = ExportLogsServiceRequest()
-    if not json_encoded:
+#: Default of ``APPEVENTS_BRIDGE_MAX_RECORDS``: log records one request may carry (413 beyond).
+DEFAULT_MAX_RECORDS = 16_384
+
+
+class OtlpLogs:
+    """The log records of one request, each decoded into a ``LogRecord`` only when :func:`decode_events` reaches
+    it: what a request costs in memory is its body plus one record at a time, whatever the records hold."""
+
+    def __init__(self, records: ExportLogsServiceRequest | list[bytes] | list[dict[str, Any]], count: int) -> None:
+        self._records = records
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[LogRecord | _Malformed]:
+        if isinstance(self._records, ExportLogsServiceRequest):  # parsed whole: the records as they are
+            for resource in self._records.resource_logs:
+                for scope in resource.scope_logs:
+                    yield from scope.log_records
+        else:
+            for raw in self._records:
+                yield _log_record(raw)
+
+
+class _Malformed:
+    """A record refused before it is decoded (alone: the others go on), with its refusal's ``kind`` and ``reason``."""
+
+    def __init__(self, reason: str, kind: str = "malformed") -> None:
+        self.reason = reason
+        self.kind = kind
+
+
+#: Protobuf bodies up to this size are parsed in one call (see :func:`_protobuf_records`).
+FULL_PARSE_BYTES = 512 * 1024
+#: OTLP/JSON objects and arrays allowed per record of the records limit (see :func:`_json_records`).
+JSON_CONTAINERS_PER_RECORD = 16
+#: A protobuf record longer than this many times ``APPEVENTS_MAX_EVENT_BYTES`` cannot carry an event the bridge
+#: would take; it is refused unread (decoding costs up to ~25 bytes of memory per byte of such a record).
+MAX_RECORD_FACTOR = 4
+
+
+def _log_record(raw: bytes | dict[str, Any]) -> LogRecord | _Malformed:
+    if isinstance(raw, bytes) and len(raw) > (limit := MAX_RECORD_FACTOR * _runtime.max_event_bytes()):
+        return _Malformed(f"the log record is {len(raw)} bytes, over the limit of {limit} bytes", "too_large")
+    record = LogRecord()
+    try:
+        if isinstance(raw, bytes):
+            record.ParseFromString(raw)
+        else:
+            json_format.ParseDict(raw, record, ignore_unknown_fields=True)
+    except (DecodeError, json_format.ParseError) as exc:
+        return _Malformed(f"the record is not an OTLP LogRecord: {_first_line(exc)}")
+    except RecursionError:
+        return _Malformed("the record is nested too deeply")
+    return record
+
+
+def parse_request(body: bytes | bytearray, *, json_encoded: bool, max_records: int = DEFAULT_MAX_RECORDS) -> OtlpLogs:
+    """The records of an ``ExportLogsServiceRequest`` in its protobuf or OTLP/JSON encoding; :class:`BadRequest`
+    when it is neither, :class:`TooLarge` beyond ``max_records`` records (counted before any record is decoded)."""
+    try:
+        records: ExportLogsServiceRequest | list[bytes] | list[dict[str, Any]] = (
+            _json_records(body, max_records) if json_encoded else _protobuf_records(body, max_records)
+        )
+    except (BadRequest, TooLarge):
+        raise
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply to be an OTLP logs request") from None
+    except Exception as exc:  # whatever the bytes are, the client gets an answer naming the problem
+        raise BadRequest(f"the body is not an OTLP logs request: {_first_line(exc)}") from None
+    count = _count(records)
+    if count > max_records:
+        raise _too_many_records(count, max_records)
+    return OtlpLogs(records, count)
+
+
+def _count(records: ExportLogsServiceRequest | list[bytes] | list[dict[str, Any]]) -> int:
+    if isinstance(records, ExportLogsServiceRequest):
+        return sum(len(scope.log_records) for resource in records.resource_logs for scope in resource.scope_logs)
+    return len(records)
+
+
+def _too_many_records(count: int, max_records: int) -> TooLarge:
+    return TooLarge(
+        f"the request carries {count} log records, over the limit of {max_records} "
+        "(APPEVENTS_BRIDGE_MAX_RECORDS): send smaller batches"
+    )
+
+
+def _protobuf_records(body: bytes | bytearray, max_records: int) -> ExportLogsServiceRequest | list[bytes]:
+    """The records of a protobuf request. A body of up to ``FULL_PARSE_BYTES`` is parsed whole (fast: one call,
+    at most ~25 times its size in memory); a larger one through a skeleton of the request whose records are bytes,
+    each record decoded later on its own (a 4 MiB body of empty records would otherwise become 2 million messages
+    before any limit applies)."""
+    if len(body) <= FULL_PARSE_BYTES:
+        request = ExportLogsServiceRequest()
         try:
-            request.ParseFromString(body)
-        except DecodeError as exc:
-            raise BadRequest(f"the body is not a protobuf ExportLogsServiceRequest: {exc}") from None
-        return request
+            request.ParseFromString(bytes(body))  # a copy of at most FULL_PARSE_BYTES
+        except DecodeError:
+            raise BadRequest(
+                "the body is not a protobuf ExportLogsServiceRequest (its wire format is corrupt)"
+            ) from None
+        return request  # counted by the caller, in C, before any record is looked at
+    skeleton: Any = _SKELETON()
+    try:
+        skeleton.ParseFromString(body)
+    except DecodeError as exc:
+        raise BadRequest(f"the body is not a protobuf ExportLogsServiceRequest: {exc}") from None
+    return [
+        record for resource in skeleton.resource_logs for scope in resource.scope_logs for record in scope.log_records
+    ]
+
+
+def _json_records(body: bytes | bytearray, max_records: int) -> list[dict[str, Any]]:
+    """The record objects of an OTLP/JSON request (protobuf's JSON mapping: camelCase or the proto field names).
+
+    Each JSON object or array costs Python ~60 bytes or more however short its text (``{}`` is two bytes), so
+    before parsing, the ``{`` and ``[`` in the body (those inside strings too: an upper bound) are counted against
+    ``JSON_CONTAINERS_PER_RECORD`` per allowed record; an OTLP/JSON record needs about ten."""
+    containers = body.count(b"{") + body.count(b"[")
+    if containers > (limit := JSON_CONTAINERS_PER_RECORD * max_records):
+        raise TooLarge(
+            f"the OTLP/JSON body holds {containers} objects and arrays, over the limit of {limit} "
+            f"({JSON_CONTAINERS_PER_RECORD} per record of APPEVENTS_BRIDGE_MAX_RECORDS): send smaller batches"
+        )
     try:
         document = json.loads(body)
-        if not isinstance(document, dict):
-            raise BadRequest("the body is not an OTLP/JSON ExportLogsServiceRequest object")
-        _hex_ids_to_base64(document)
-        json_format.ParseDict(document, request, ignore_unknown_fields=True)
-    except (ValueError, json_format.ParseError) as exc:
-        if isinstance(exc, BadRequest):
-            raise
-        raise BadRequest(f"the body is not an OTLP/JSON ExportLogsServiceRequest: {exc}") from None
-    return request
-
-
-def _hex_ids_to_base64(document: dict[str, Any]) -> None:
-    """OTLP/JSON writes trace and span ids as hex, protobuf's JSON mapping expects base64 for bytes."""
-    for resource_logs in document.get("resourceLogs") or document.get("resource_logs") or ():
-        for scope_logs in resource_logs.get("scopeLogs") or resource_logs.get("scope_logs") or ():
-            for record in scope_logs.get("logRecords") or scope_logs.get("log_records") or ():
+    except ValueError as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from None
+    records: list[dict[str, Any]] = []
+    for resource in _json_list(document, "resourceLogs", "resource_logs", "the request"):
+        for scope in _json_list(resource, "scopeLogs", "scope_logs", "resourceLogs[]"):
+            for record in _json_list(scope, "logRecords", "log_records", "scopeLogs[]"):
                 if not isinstance(record, dict):
-                    continue
-                for key in ("traceId", "trace_id", "spanId", "span_id"):
-                    value = record.get(key)
-                    if isinstance(value, str) and value:
-                        try:
-                            record[key] = base64.b64encode(bytes.fromhex(value)).decode()
-                        except ValueError:
-                            raise BadRequest(f"{key} {value[:40]!r} is not hex") from None
+                    raise BadRequest(f"logRecords[] holds a JSON {_json_type(record)}, not an object")
+                _hex_ids_to_base64(record)
+                records.append(record)
+    return records
+
+
+def _json_list(parent: object, name: str, proto_name: str, where: str) -> list[Any]:
+    if not isinstance(parent, dict):
+        raise BadRequest(f"{where} is a JSON {_json_type(parent)}, not an object")
+    value = parent.get(name, parent.get(proto_name))
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest(f"{name} is a JSON {_json_type(value)}, not an array")
+    return value
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _hex_ids_to_base64(record: dict[str, Any]) -> None:
+    """OTLP/JSON writes trace and span ids as hex, protobuf's JSON mapping expects base64 for bytes."""
+    for key in ("traceId", "trace_id", "spanId", "span_id"):
+        value = record.get(key)
+        if isinstance(value, str) and value:
+            try:
+                record[key] = base64.b64encode(bytes.fromhex(value)).decode()
+            except ValueError:
+                raise BadRequest(f"{key} {value[:40]!r} is not hex") from None
+
+
+def _skeleton_class() -> type[Message]:
+    """``ExportLogsServiceRequest`` down to the records, each record left as its bytes (same field numbers and wire
+    types as opentelemetry/proto/logs/v1/logs.proto; resource and scope kept as bytes, unread)."""
+    package = "appevents.bridge.skeleton"
+    file = descriptor_pb2.FileDescriptorProto(name="appevents_bridge_skeleton.proto", package=package, syntax="proto3")
+    field = descriptor_pb2.FieldDescriptorProto
+    layout: dict[str, list[tuple[str, int, str | None]]] = {
+        "Request": [("resource_logs", 1, f".{package}.ResourceLogs")],
+        "ResourceLogs": [("resource", 1, None), ("scope_logs", 2, f".{package}.ScopeLogs"), ("schema_url", 3, None)],
+        "ScopeLogs": [("scope", 1, None), ("log_records", 2, ""), ("schema_url", 3, None)],
+    }
+    for name, fields in layout.items():
+        message = file.message_type.add(name=name)
+        for field_name, number, type_name in fields:
+            entry = message.field.add(name=field_name, number=number)
+            entry.label = field.LABEL_OPTIONAL if type_name is None else field.LABEL_REPEATED
+            entry.type = field.TYPE_MESSAGE if type_name else field.TYPE_BYTES
+            if type_name:
+                entry.type_name = type_name
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.Request"))
+
+
+_SKELETON = _skeleton_class()
 
 
 @dataclass
@@ -132,13 +306,23 @@ class Decoded:
             self.messages.append(message)
 
 
-def decode_events(request: ExportLogsServiceRequest) -> Decoded:
-    """Every event ``request`` carries, validated, in order; refusals counted with a short message each."""
+def decode_events(
+    records: Iterable[LogRecord | _Malformed], policy: Policy = _NO_POLICY, grant: Grant = FULL
+) -> Decoded:
+    """Every event ``records`` carry, validated, then put through ``policy`` for ``grant`` (see :mod:`._policy`), in
+    order; refusals counted with a short message each. Nothing a record holds escapes as an exception: a record
+    that cannot be read is refused alone, naming the problem."""
     decoded = Decoded()
-    for resource_logs in request.resource_logs:
-        for scope_logs in resource_logs.scope_logs:
-            for record in scope_logs.log_records:
-                _decode_record(record, decoded)
+    for record in records:
+        if isinstance(record, _Malformed):
+            decoded.refuse(record.kind, record.reason)
+            continue
+        try:
+            _decode_record(record, decoded, policy, grant)
+        except RecursionError:
+            decoded.refuse("invalid", "the record's body is nested too deeply")
+        except Exception as exc:  # a record no rule above foresaw: refused alone, the others go on
+            decoded.refuse("invalid", f"the record cannot be read: {type(exc).__name__}")
     return decoded
 
 
@@ -146,7 +330,7 @@ def _string_attributes(record: LogRecord) -> dict[str, str]:
     return {kv.key: kv.value.string_value for kv in record.attributes if kv.key.startswith("appevents.")}
 
 
-def _decode_record(record: LogRecord, decoded: Decoded) -> None:
+def _decode_record(record: LogRecord, decoded: Decoded, policy: Policy, grant: Grant) -> None:
     # The common case first, and cheaply: a string body holding an event with its id. The attributes are read
     # only when the body is something else (reading them costs more than the rest of this path).
     body = record.body
@@ -166,6 +350,11 @@ def _decode_record(record: LogRecord, decoded: Decoded) -> None:
                         return
                     event = _event_from_parts(record, attributes, document)
                 else:
+                    where = lone_surrogate(document)
+                    if where is not None:  # pydantic says only "invalid JSON" and where in the text
+                        raise _Refused(
+                            "invalid", f"{where}: a lone surrogate (\\uD800-\\uDFFF) is not Unicode text"
+                        ) from None
                     raise exc
             else:
                 if "event_id" not in event.model_fields_set:
@@ -189,6 +378,7 @@ def _decode_record(record: LogRecord, decoded: Decoded) -> None:
         else:
             decoded.ignored += 1
             return
+        policy.apply(event, grant)
         encoded = event.model_dump_json().encode()
         limit = _runtime.max_event_bytes()
         if len(encoded) > limit:
@@ -213,11 +403,7 @@ def _decode_record(record: LogRecord, decoded: Decoded) -> None:
     )
 
 
-class _Refused(Exception):
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
+_Refused = Refused
 
 
 def _event_from_parts(record: LogRecord, attributes: dict[str, str], data: dict[str, Any] | None) -> Event:
@@ -241,8 +427,12 @@ def _event_from_parts(record: LogRecord, attributes: dict[str, str], data: dict[
 def _json_object(text: str) -> dict[str, Any] | None:
     try:
         document = json.loads(text)
-    except ValueError:
-        return None
+    except json.JSONDecodeError:
+        return None  # not JSON: a log line
+    except ValueError as exc:  # JSON, but not readable here (an integer of more than 4300 digits)
+        raise _Refused("invalid", f"the event's JSON cannot be read: {exc}") from None
+    except RecursionError:
+        raise _Refused("invalid", "the event's JSON is nested too deeply") from None
     return document if isinstance(document, dict) else None
 
 

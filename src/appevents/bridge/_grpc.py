@@ -20,7 +20,6 @@ from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
-from appevents.bridge._decode import BadRequest, parse_request
 from appevents.bridge._service import ExportService, Reply, ReplyKind
 
 __all__ = ["GrpcListener"]
@@ -47,19 +46,16 @@ class _LogsService:
         return grpc.method_handlers_generic_handler(_SERVICE, {_METHOD: method})
 
     def export(self, body: bytes, context: Any) -> ExportLogsServiceResponse:
-        metadata = dict(context.invocation_metadata())
-        if not self._service.authorized(metadata.get("authorization")):
+        authorization = [value for key, value in context.invocation_metadata() if key == "authorization"]
+        grant = self._service.authenticate(authorization)
+        if grant is None:
             self._abort(
                 context, self._service.refuse(ReplyKind.UNAUTHORIZED, "a valid bearer token is required", "grpc")
             )
         if not self._slots.acquire(blocking=False):
             self._abort(context, self._service.refuse(ReplyKind.BUSY, "too many requests at once", "grpc"))
         try:
-            try:
-                request = parse_request(body, json_encoded=False)
-            except BadRequest as exc:
-                self._abort(context, self._service.refuse(ReplyKind.BAD_REQUEST, str(exc), "grpc"))
-            reply = self._service.export(request, "grpc")
+            reply = self._service.export(body, "grpc", grant=grant)
         finally:
             self._slots.release()
         if reply.kind is not ReplyKind.OK:

@@ -16,29 +16,51 @@ reply              HTTP         gRPC                   when
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hmac
 import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsPartialSuccess,
-    ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
 from pydantic import SecretStr
 
 from appevents._counting import LogOnce
-from appevents.bridge._decode import decode_events
+from appevents.bridge._decode import (
+    DEFAULT_MAX_RECORDS,
+    BadRequest,
+    TooLarge,
+    decode_events,
+    decompress,
+    parse_request,
+)
 from appevents.bridge._intake import Intake, Verdict
 from appevents.bridge._metrics import BridgeInstruments, bridge_instruments
+from appevents.bridge._policy import FULL, Grant, Policy
 
 __all__ = ["BridgeStats", "ExportService", "Reply", "ReplyKind"]
 
 _logger = logging.getLogger("appevents.bridge")
+
+
+def _malloc_trim() -> Callable[[], object]:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0)
+
+
+_give_back_memory = _malloc_trim()
 
 
 class ReplyKind(Enum):
@@ -91,19 +113,51 @@ class BridgeStats:
 class ExportService:
     """Shared by both listeners (each names itself as ``transport``: ``http``, ``grpc``); thread-safe."""
 
-    def __init__(self, intake: Intake, token: SecretStr | None, instruments: BridgeInstruments | None = None) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        token: SecretStr | None,
+        instruments: BridgeInstruments | None = None,
+        *,
+        max_body_bytes: int = 4 * 1024 * 1024,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        tokens: Mapping[str, Grant] | None = None,
+        policy: Policy | None = None,
+    ) -> None:
         self.intake = intake
-        self._expected = None if token is None else f"Bearer {token.get_secret_value()}".encode()
+        self.max_body_bytes = max_body_bytes
+        self.max_records = max_records
+        self._decoding = threading.Lock()
+        grants = dict(tokens or {})
+        if token is not None:
+            grants[token.get_secret_value()] = FULL
+        self._grants = [(secret.encode(), grant) for secret, grant in grants.items()]
+        self._policy = policy if policy is not None else Policy()
         self._lock = threading.Lock()
         self._stats = BridgeStats()
         self._log_once = LogOnce(_logger)
         self._instruments = instruments if instruments is not None else bridge_instruments()
 
-    def authorized(self, authorization: str | None) -> bool:
-        """Constant-time check of the ``Authorization`` header value (always true without a token)."""
-        if self._expected is None:
-            return True
-        return hmac.compare_digest((authorization or "").encode(), self._expected)
+    def authenticate(self, authorization: Sequence[str] | str | None) -> Grant | None:
+        """What the ``Authorization`` header values of a request may publish for; None: not authorized. Without a
+        token or a tokens file, everything. Exactly one value is taken, the ``Bearer`` scheme in any case (RFC
+        9110), compared in constant time with every token (no early exit). Two values are refused whatever they
+        hold: which one a proxy on the way would have read is unknowable."""
+        if not self._grants:
+            return FULL
+        values = [authorization] if isinstance(authorization, str) else list(authorization or ())
+        if len(values) != 1:
+            return None
+        scheme, _, credentials = values[0].strip().partition(" ")
+        presented = credentials.strip().encode()
+        found: Grant | None = None
+        for token, grant in self._grants:
+            if hmac.compare_digest(presented, token):
+                found = grant
+        return found if scheme.lower() == "bearer" else None
+
+    def authorized(self, authorization: Sequence[str] | str | None) -> bool:
+        return self.authenticate(authorization) is not None
 
     def refuse(self, kind: ReplyKind, message: str, transport: str) -> Reply:
         """A request refused before its events were looked at; counted, logged once per kind."""
@@ -124,9 +178,36 @@ class ExportService:
             )
         return Reply(kind, message)
 
-    def export(self, request: ExportLogsServiceRequest, transport: str) -> Reply:
+    def export(
+        self,
+        body: bytes | bytearray,
+        transport: str,
+        *,
+        json_encoded: bool = False,
+        content_encoding: str = "",
+        grant: Grant = FULL,
+    ) -> Reply:
+        """One request body, as received: decompressed, decoded, delivered, answered. Decoding (the only step whose
+        memory grows with what the body holds) runs one request at a time: it holds the GIL anyway, and so the
+        bridge's memory is its bodies in flight plus one decode, whatever those bodies contain."""
         started = time.monotonic()
-        decoded = decode_events(request)
+        large = len(body) > 256 * 1024
+        try:
+            with self._decoding:
+                try:
+                    payload = decompress(body, content_encoding, self.max_body_bytes)
+                    large = large or len(payload) > 256 * 1024
+                    del body
+                    logs = parse_request(payload, json_encoded=json_encoded, max_records=self.max_records)
+                    decoded = decode_events(logs, self._policy, grant)
+                    del payload
+                finally:
+                    if large:
+                        _give_back_memory()
+        except TooLarge as exc:  # like every refusal before the events are decoded, not timed
+            return self._refused(ReplyKind.TOO_LARGE, str(exc), transport, None)
+        except BadRequest as exc:
+            return self._refused(ReplyKind.BAD_REQUEST, str(exc), transport, None)
         records = decoded.rejected + decoded.ignored + len(decoded.events)
         answer = self.intake.deliver(decoded.events)
         acknowledged = 0

@@ -28,9 +28,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -122,6 +122,10 @@ class AuthSettings(BaseSettings):
     @property
     def enabled(self) -> bool:
         return bool(self.token_url and self.client_id and self.client_secret)
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # The token URL may carry credentials (user info, a query string).
+        return [(k, safe_url(v) if k == "token_url" and v else v) for k, v in super().__repr_args__()]
 
 
 @dataclass(frozen=True)

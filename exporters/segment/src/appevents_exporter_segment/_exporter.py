@@ -149,7 +149,7 @@ class SegmentExporter(LogRecordExporter):
         consumer.start()
 
     def __repr__(self) -> str:
-        return f"SegmentExporter(host={self.settings.host!r}, write_key={REDACTED!r})"
+        return f"SegmentExporter(host={safe_url(self.settings.host)!r}, write_key={REDACTED!r})"
 
     @property
     def destination(self) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import string
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from appevents import ApplicationEventNames
+from appevents.exporting import safe_url
 
 __all__ = ["DEFAULT_EVENT_NAMES", "DEFAULT_HOST", "DEFAULT_USER_ID_TEMPLATE", "SegmentExporterSettings"]
 
@@ -61,6 +63,10 @@ class SegmentExporterSettings(BaseSettings):
     export_timeout_ms: int | None = Field(default=None, gt=0)
     event_names: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_EVENT_NAMES))
     user_id_template: str = DEFAULT_USER_ID_TEMPLATE
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # The host URL may carry credentials (user info, a query): shown as the doctor shows it.
+        return [(name, safe_url(value) if name == "host" else value) for name, value in super().__repr_args__()]
 
     @field_validator("host")
     @classmethod
