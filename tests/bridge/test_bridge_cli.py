@@ -37,6 +37,12 @@ def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
             {"APPEVENTS_EXPORTERS": "dapr,no_such_exporter"},
             "no_such_exporter",
         ),
+        (  # the process's own OTel logs pipeline: nowhere in a bridge, or a loop back into it
+            ("--http", "127.0.0.1:0", "--grpc", "off"),
+            {"OTEL_LOGS_EXPORTER": "appevents_segment"},
+            "cannot deliver to the 'otel' exporter (chosen because OTEL_LOGS_EXPORTER",
+        ),
+        (("--http", "127.0.0.1:0", "--grpc", "off"), {"APPEVENTS_EXPORTERS": "otel"}, "set APPEVENTS_EXPORTERS"),
     ],
 )
 def test_a_wrong_setting_stops_the_bridge_with_a_clear_message(

@@ -39,6 +39,7 @@ from appevents import _runtime
 from appevents._counting import DeliveryStats
 from appevents._encoded import mask_credentials
 from appevents._errors import ConfigurationError
+from appevents._otel_env import OTEL_EXPORTER_NAME
 from appevents._pipeline import Pipeline, build_pipeline
 from appevents._redaction import redactor_of
 from appevents._settings import AppEventsSettings
@@ -90,6 +91,18 @@ class Bridge:
 
     def start(self) -> Bridge:
         settings = self.settings
+        if OTEL_EXPORTER_NAME in self.app_settings.exporters:
+            # The process's own OTel logs pipeline: none in a bridge (events would go nowhere), or one whose OTLP
+            # exporter points back at a collector feeding this bridge (a loop).
+            chosen = (
+                ""
+                if "exporters" in self.app_settings.model_fields_set
+                else " (chosen because OTEL_LOGS_EXPORTER names appevents exporters and APPEVENTS_EXPORTERS is unset)"
+            )
+            raise ConfigurationError(
+                f"the bridge cannot deliver to the {OTEL_EXPORTER_NAME!r} exporter{chosen}: set APPEVENTS_EXPORTERS "
+                "to the destinations (e.g. dapr,segment)"
+            )
         _runtime.set_max_event_bytes(self.app_settings.max_event_bytes)
         self.pipeline = build_pipeline(self.app_settings, self._exporters, meter_provider=self._meter_provider)
         self._service = ExportService(
