@@ -24,19 +24,21 @@ from __future__ import annotations
 import re
 import uuid
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self, TypeAlias
 
 import pydantic_core
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
-    JsonValue,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from typing_extensions import TypeAliasType
 
 from appevents import _runtime
 
@@ -58,6 +60,70 @@ MAX_EVENT_TYPE_LENGTH = 255
 #: Validation context key marking an event read back from a log record or a store (the size cap is not re-applied).
 STORED_EVENT_CONTEXT = "appevents_stored_event"
 _EVENT_TYPE_RE = re.compile(EVENT_TYPE_PATTERN)
+#: Integers an event's data may hold: what every JSON consumer that reads numbers into 64-bit integers can read.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_JSON_TYPES = {list: "list", dict: "dict", str: "str", bool: "bool", int: "int", float: "float", type(None): "NoneType"}
+_JSON_KINDS = frozenset(_JSON_TYPES.values())
+
+
+def _json_kind(value: Any) -> str:
+    kind = _JSON_TYPES.get(type(value))
+    if kind is not None:
+        return kind
+    for base, name in (
+        (bool, "bool"),
+        (int, "int"),
+        (float, "float"),
+        (str, "str"),
+        (list, "list"),
+        (dict, "dict"),
+    ):  # subclasses
+        if isinstance(value, base):
+            return name
+    return type(value).__name__
+
+
+#: A JSON value as an event's data holds it: pydantic's ``JsonValue`` with integers bounded to int64, and validated
+#: the same way from Python and from JSON text (``JsonValue`` takes JSON text as it comes: ``NaN`` passes there),
+#: so ``Event(...)``, ``model_validate_json`` and the OTLP bridge refuse the same values, naming the field.
+if TYPE_CHECKING:  # what the type checkers see (as pydantic does for JsonValue)
+    EventJsonValue: TypeAlias = "list[EventJsonValue] | dict[str, EventJsonValue] | str | bool | int | float | None"
+else:
+    EventJsonValue = TypeAliasType(
+        "EventJsonValue",
+        Annotated[
+            Annotated[list["EventJsonValue"], Tag("list")]
+            | Annotated[dict[str, "EventJsonValue"], Tag("dict")]
+            | Annotated[str, Tag("str")]
+            | Annotated[bool, Tag("bool")]
+            | Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX), Tag("int")]
+            | Annotated[float, Tag("float")]
+            | Annotated[None, Tag("NoneType")],
+            Discriminator(
+                _json_kind,
+                custom_error_type="invalid-json-value",
+                custom_error_message="input was not a valid JSON value",
+            ),
+        ],
+    )
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """A ValidationError location as a path a reader knows: ``data.x.y[1]`` for
+    ``("data", "x", "dict", "y", "list", 1, "float")`` — inside ``data`` every value's location is followed by the
+    JSON kind it was tried as, which is left out."""
+    parts = list(loc)
+    if parts[:1] == ["data"]:
+        kept: list[int | str] = ["data"]
+        for index, part in enumerate(parts[1:]):
+            if index % 2 == 1 and part in _JSON_KINDS:
+                continue  # the kind after each value's key or index
+            kept.append(part)
+        parts = kept
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
 
 
 class ApplicationEventNames(StrEnum):
@@ -98,7 +164,7 @@ class EventMetadata(BaseModel):
     Fields are validated at construction and on assignment. Enrichment writes ``__dict__`` directly on purpose.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
 
     application_name: str | None = None
     #: Unix time in seconds, as the application-sdk defines it.
@@ -129,11 +195,12 @@ class Event(BaseModel):
     ``Event.model_validate_json(event.model_dump_json())`` round-trips exactly.
     """
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+    # hide_input_in_errors: a ValidationError names the field and the rule, never the value (data may hold secrets).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True, hide_input_in_errors=True)
 
     event_type: Annotated[str, Field(max_length=MAX_EVENT_TYPE_LENGTH)]
     event_name: str | None = None
-    data: dict[str, JsonValue] = Field(default_factory=dict)
+    data: dict[str, EventJsonValue] = Field(default_factory=dict)
     metadata: EventMetadata = Field(default_factory=EventMetadata)
     #: Generated when absent; inside a Temporal workflow from ``workflow.uuid4()`` (deterministic).
     event_id: str = Field(default_factory=_runtime.new_event_id)

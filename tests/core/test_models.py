@@ -22,7 +22,13 @@ from appevents._enrichment import enrich
 from appevents._models import STORED_EVENT_CONTEXT
 from appevents._settings import DEFAULT_MAX_EVENT_BYTES, AppEventsSettings
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
 json_values = st.recursive(
     json_scalars,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
@@ -122,6 +128,25 @@ def test_non_json_values_are_rejected_at_any_depth(bad: object, depth: int) -> N
     with pytest.raises(ValidationError) as info:
         Event(event_type="data.processed", data={"root": value})  # type: ignore[dict-item]
     assert _error_locations(info.value)[0][:2] == ("data", "root")
+
+
+@pytest.mark.parametrize(
+    "bad", ["NaN", "Infinity", "-Infinity", "1e400", "9223372036854775808", "-9223372036854775809", "1" + "0" * 5000]
+)
+def test_numbers_json_consumers_cannot_read_are_refused_alike_from_python_and_from_json(bad: str) -> None:
+    """Non-finite numbers and integers outside int64: refused naming the field by ``Event(...)`` and by
+    ``model_validate_json`` (what the OTLP bridge reads), never stored as ``null`` nor echoed back."""
+    text = '{"event_type": "a.b", "data": {"x": {"y": [1, ' + bad + "]}}}"
+    with pytest.raises(ValidationError) as from_json:
+        Event.model_validate_json(text)
+    if len(bad) < 100:  # a 5,001-digit number is refused by the JSON parser itself, before any field
+        assert _error_locations(from_json.value)[0][:4] == ("data", "x", "dict", "y")
+    python_value = json.loads(bad.replace("1e400", "Infinity")) if not bad.startswith("1" + "0" * 10) else 10**5000
+    with pytest.raises(ValidationError) as from_python:
+        Event(event_type="a.b", data={"x": {"y": [1, python_value]}})
+    message = str(from_python.value)  # printable: no 5,000-digit repr, no value echoed
+    assert "data.x" in message and bad[:30] not in message
+    assert Event(event_type="a.b", data={"x": 2**63 - 1, "y": -(2**63)}).data["x"] == 2**63 - 1
 
 
 def test_cyclic_data_is_rejected() -> None:

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from appevents import _runtime
 from appevents._encoded import EncodedEvent
-from appevents._models import STORED_EVENT_CONTEXT, Event
+from appevents._models import STORED_EVENT_CONTEXT, Event, field_path
 from appevents._records import EVENT_ID_ATTRIBUTE, EVENT_NAME_ATTRIBUTE, TOPIC_ATTRIBUTE, record_attributes
 from appevents.bridge._policy import FULL, Grant, Policy, Refused, lone_surrogate
 
@@ -456,5 +456,5 @@ def _created_ns(event: Event) -> int:
 def _validation_message(exc: ValidationError) -> str:
     """The first problem, naming the field, without the input value (it may be large, or a secret)."""
     error = exc.errors(include_input=False, include_url=False)[0]
-    where = ".".join(str(part) for part in error["loc"]) or "event"
+    where = field_path(error["loc"]) or "event"
     return f"{where}: {error['msg']}"
