@@ -14,7 +14,6 @@ Each step refuses one event (``Refused``: a kind and a message naming the field)
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +30,12 @@ __all__ = [
     "Grant",
     "Policy",
     "Refused",
-    "check_numbers",
     "load_tokens_file",
     "lone_surrogate",
 ]
 
 #: In a grant: any tenant (or application), an event naming none included.
 ANY = "*"
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -115,8 +112,8 @@ class Policy:
     redactor: Redactor | None = None
 
     def apply(self, event: Event, grant: Grant) -> None:
-        """Refuse ``event`` (:class:`Refused`) or redact it in place."""
-        check_numbers(event.data)
+        """Refuse ``event`` (:class:`Refused`) or redact it in place. Numbers JSON consumers cannot read (NaN,
+        the infinities, integers outside int64) were refused by the event's own validation already."""
         if grant is not FULL:
             grant.check(event)
         if self.redactor is not None:
@@ -127,58 +124,6 @@ class Policy:
             if redacted is not event.data:
                 # As EventStore.publish does: the validated data, redacted; no new validation needed.
                 event.__dict__["data"] = redacted
-
-
-def check_numbers(data: dict[str, Any]) -> None:
-    """Refuse (:class:`Refused`, naming the field) a non-finite float or an integer outside int64 in ``data``."""
-    if not _has_unreadable_number(data):  # the common case: one quick walk, no paths built
-        return
-    found = _unreadable_number(data)
-    if found is not None:
-        where, value = found
-        if isinstance(value, float):
-            raise Refused("invalid", f"{where}: {value!r} is not a finite number (JSON has no NaN or Infinity)")
-        raise Refused("invalid", f"{where}: an integer of {value.bit_length()} bits is outside the signed 64-bit range")
-
-
-def _has_unreadable_number(data: dict[str, Any]) -> bool:
-    stack: list[Any] = [data]
-    pop, extend = stack.pop, stack.extend
-    while stack:
-        value = pop()
-        kind = type(value)
-        if kind is dict:
-            extend(value.values())
-        elif kind is list:
-            extend(value)
-        elif kind is float:
-            if value - value != 0.0:  # NaN and the infinities (x - x is NaN for them, 0.0 otherwise)
-                return True
-        elif kind is int:
-            if not _INT64_MIN <= value <= _INT64_MAX:
-                return True
-        elif kind not in (str, bool, type(None)):
-            return True  # a subclass of a JSON type: the isinstance walk below decides
-    return False
-
-
-def _unreadable_number(data: dict[str, Any]) -> tuple[str, Any] | None:
-    stack: list[tuple[str, Any]] = [("data", data)]
-    while stack:
-        where, value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend((f"{where}.{key}", item) for key, item in value.items())
-        elif isinstance(value, list):
-            stack.extend((f"{where}[{index}]", item) for index, item in enumerate(value))
-        elif _unreadable(value):
-            return where, value
-    return None
-
-
-def _unreadable(value: object) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    return isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX
 
 
 def lone_surrogate(document: Any, where: str = "event") -> str | None:
