@@ -8,9 +8,23 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
-__all__ = ["DeliveryStats", "LogOnce"]
+__all__ = ["DeliveryStats", "LogOnce", "drain_reasons"]
+
+
+def drain_reasons(reasons: deque[str]) -> Counter[str]:
+    """Take every reason out of ``reasons`` — appended by publishers without a lock (``deque.append`` is atomic),
+    as a signal handler or workflow code may be the publisher — and count them. Publishers appending meanwhile are
+    counted now or by the next call, never lost nor counted twice."""
+    counted: Counter[str] = Counter()
+    while reasons:
+        try:
+            counted[reasons.popleft()] += 1
+        except IndexError:
+            break
+    return counted
 
 
 class LogOnce:

@@ -34,7 +34,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
-from appevents._counting import DeliveryStats, LogOnce
+from appevents._counting import DeliveryStats, LogOnce, drain_reasons
 from appevents._encoded import EncodedEvent, EventExporter, ExportOutcome
 from appevents._metrics import StageMetrics, instruments_for
 from appevents._spool import Orphan, SpoolReader
@@ -274,8 +274,8 @@ class Channel:
     def _drop_at_door(self, event: EncodedEvent, reason: str) -> None:
         # No lock and no metrics call here: the caller may be a signal handler that interrupted this very thread
         # inside a lock (a non-reentrant lock would deadlock it), or workflow code (where a metrics instrument's
-        # lock is a restricted call). A Counter update under the GIL is enough for a count read later; the
-        # channel thread records it in the metrics (see _record_door_drops).
+        # lock is a restricted call). The reason is appended to a deque (atomic); the channel thread and stats()
+        # count it (_record_door_drops_locked).
         self._door_drops.append(reason)
         if event.waiter is not None:
             event.waiter.release(False, reason)
@@ -291,19 +291,12 @@ class Channel:
             self._wake.set()
 
     def _record_door_drops_locked(self) -> None:
-        """Move the drops at the door (appended lock-free by publishers) into the counters and metrics."""
-        drops = self._door_drops
-        if not drops:
-            return
-        reasons: Counter[str] = Counter()
-        while drops:
-            try:
-                reasons[drops.popleft()] += 1
-            except IndexError:
-                break
-        self._metrics.dropped(reasons)
-        self._counts.dropped_at_door += sum(reasons.values())
-        self._counts.dropped_reasons.update(reasons)
+        """Move the drops at the door into the counters and the metrics (the metrics first, as everywhere)."""
+        reasons = drain_reasons(self._door_drops)
+        if reasons:
+            self._metrics.dropped(reasons)
+            self._counts.dropped_at_door += sum(reasons.values())
+            self._counts.dropped_reasons.update(reasons)
 
     # -- spool writer (spool mode) -------------------------------------------------------------------------------
     def committed(self, count: int) -> None:

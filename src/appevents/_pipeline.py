@@ -261,30 +261,27 @@ class Pipeline:
             next(self._handed)
 
     def _route(self, event: EncodedEvent) -> bool:
+        """Hand ``event`` to the spool writer or the channels that want it. False if every one of them refused it
+        (full or closed) or there is no exporter at all; an event no channel wants has nowhere to go by design,
+        and is not a refusal."""
         writer = self.writer
         waiter = event.waiter
-        taken = False
         if writer is not None:
             if waiter is not None:
                 waiter.add_parties(1)
             taken = writer.submit(event)
-        elif waiter is None:
-            for channel in self._all:
-                taken = channel.offer(event) or taken
-            for channel in self._filtered:
-                if channel.wants(event):
-                    taken = channel.offer(event) or taken
         else:
-            targets = [c for c in self._all] + [c for c in self._filtered if c.wants(event)]
-            waiter.add_parties(len(targets))
+            targets = [*self._all, *(c for c in self._filtered if c.wants(event))]
+            if waiter is not None:
+                waiter.add_parties(len(targets))
+            taken = not targets and bool(self.channels)
             for channel in targets:
                 taken = channel.offer(event) or taken
         if not self.channels and self._on_unrouted is not None:
             self._on_unrouted(1)
         if waiter is not None:
             waiter.release(bool(self.channels), "" if self.channels else "no_exporter")  # the router's own party
-        # An event no channel wants (filtered out everywhere) is not refused: it has nowhere to go by design.
-        return taken or (bool(self.channels) and not self._all and not any(c.wants(event) for c in self._filtered))
+        return taken
 
     def room(self) -> int:
         """How many events :meth:`submit` takes now without dropping one for a full queue: the admission check of

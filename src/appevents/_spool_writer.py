@@ -13,7 +13,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Sequence
 
-from appevents._counting import DeliveryStats, LogOnce
+from appevents._counting import DeliveryStats, LogOnce, drain_reasons
 from appevents._encoded import EncodedEvent
 from appevents._engine import SPOOL_STAGE, Channel
 from appevents._metrics import StageMetrics, instruments_for
@@ -122,12 +122,7 @@ class SpoolWriter:
         return True
 
     def _record_door_drops_locked(self) -> None:
-        reasons: Counter[str] = Counter()
-        while self._door_drops:
-            try:
-                reasons[self._door_drops.popleft()] += 1
-            except IndexError:
-                break
+        reasons = drain_reasons(self._door_drops)
         if reasons:
             self._metrics.dropped(reasons)
             self._dropped_at_door += sum(reasons.values())
