@@ -461,6 +461,7 @@ class EventStore:
             state.configured = False
         state.log_once = LogOnce(_logger)
         state.unpublished = 0
+        reset_refusals()  # as unpublished_count(): the child's own
         state.exiting = False
 
     @classmethod
