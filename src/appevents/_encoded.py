@@ -95,12 +95,12 @@ class WaiterGroup:
     """Waits for many events at once, under one lock: each event gets a :meth:`member` (or :meth:`members` for
     many); :meth:`wait` returns once every member is released, and :attr:`failed` counts the events not delivered,
     by reason (one per event, however many exporters refused it). The OTLP bridge waits for a request's events this
-    way: a :class:`Waiter` per event would cost a ``threading.Event`` each. The members take the plain lock (a C
-    context manager, several times cheaper than the ``Condition``'s Python one: a member is taken and released
-    two or three times per event); only :meth:`wait` goes through the condition."""
+    way: a :class:`Waiter` per event would cost a ``threading.Event`` each. The members take the condition's lock
+    directly (a C context manager, several times cheaper than the ``Condition``'s Python one: a member is taken
+    and released two or three times per event); only :meth:`wait` goes through the condition."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant, as the Condition's own lock was
         self._done = threading.Condition(self._lock)
         self._pending = 0
         self.failed: Counter[str] = Counter()
