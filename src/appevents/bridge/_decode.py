@@ -58,6 +58,10 @@ _MAX_MESSAGES = 3
 _UNCAPPED = {STORED_EVENT_CONTEXT: True}
 #: Validation only (no redaction): what decoding without a bridge's settings applies.
 _NO_POLICY = Policy()
+#: ``Event.model_validate_json`` and ``Event.model_dump_json().encode()`` (default arguments) without their per-call
+#: argument handling and without the str round trip of the encoding (the publisher's path encodes the same way).
+_validate_json = Event.__pydantic_validator__.validate_json
+_to_json = Event.__pydantic_serializer__.to_json
 
 
 class BadRequest(ValueError):
@@ -340,7 +344,7 @@ def _decode_record(record: LogRecord, decoded: Decoded, policy: Policy, grant: G
     try:
         if text[:1] == "{" or (text[:1].isspace() and text.lstrip()[:1] == "{"):
             try:
-                event = Event.model_validate_json(text, context=_UNCAPPED)
+                event = _validate_json(text, context=_UNCAPPED)
             except ValidationError as exc:
                 document = _json_object(text)
                 attributes = _string_attributes(record)
@@ -379,7 +383,7 @@ def _decode_record(record: LogRecord, decoded: Decoded, policy: Policy, grant: G
             decoded.ignored += 1
             return
         policy.apply(event, grant)
-        encoded = event.model_dump_json().encode()
+        encoded = _to_json(event)
         limit = _runtime.max_event_bytes()
         if len(encoded) > limit:
             raise _Refused("too_large", f"the event encodes to {len(encoded)} bytes, over the limit of {limit} bytes")

@@ -80,8 +80,8 @@ class Intake:
             room = self.pipeline.room()
             if room < len(events):
                 return Answer(Verdict.BUSY, why=f"the delivery queues are full ({room} free for {len(events)} events)")
-            for event in events:
-                event.waiter = group.member()
+            for event, member in zip(events, group.members(len(events)), strict=True):
+                event.waiter = member
                 self.pipeline.submit(event)
         if not group.wait(self.ack_timeout_s):
             return Answer(Verdict.UNAVAILABLE, why=f"the events were not delivered within {self.ack_timeout_s:g}s")
