@@ -60,6 +60,7 @@ MAX_EVENT_TYPE_LENGTH = 255
 #: Validation context key marking an event read back from a log record or a store (the size cap is not re-applied).
 STORED_EVENT_CONTEXT = "appevents_stored_event"
 _EVENT_TYPE_RE = re.compile(EVENT_TYPE_PATTERN)
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: Integers an event's data may hold: what every JSON consumer that reads numbers into 64-bit integers can read.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _JSON_TYPES = {list: "list", dict: "dict", str: "str", bool: "bool", int: "int", float: "float", type(None): "NoneType"}
@@ -218,6 +219,8 @@ class Event(BaseModel):
     @field_validator("event_id")
     @classmethod
     def _event_id_is_uuid(cls, value: str) -> str:
+        if _CANONICAL_UUID.fullmatch(value):  # already what str(UUID(value)) gives: ~0.3 µs instead of ~2 µs
+            return value
         try:
             return str(uuid.UUID(value))
         except ValueError:
