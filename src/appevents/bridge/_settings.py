@@ -96,8 +96,9 @@ class BridgeSettings(BaseSettings):
         if exposed and not self.allow_unauthenticated:
             where = " and ".join(f"APPEVENTS_BRIDGE_{name.upper()}={getattr(self, name)}" for name in exposed)
             raise ValueError(
-                f"{where} listens beyond loopback without authentication: set APPEVENTS_BRIDGE_TOKEN (or client "
-                "certificates: APPEVENTS_BRIDGE_TLS_CLIENT_CA_FILE), or accept anyone who can reach it with "
+                f"{where} listens beyond loopback without authentication: set APPEVENTS_BRIDGE_TOKEN (or "
+                "APPEVENTS_BRIDGE_TOKENS_FILE, or client certificates: APPEVENTS_BRIDGE_TLS_CLIENT_CA_FILE), or accept "
+                "anyone who can reach it with "
                 "--allow-unauthenticated (APPEVENTS_BRIDGE_ALLOW_UNAUTHENTICATED=true)"
             )
         return self
