@@ -24,7 +24,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry._logs import LogRecord, SeverityNumber
@@ -54,10 +54,12 @@ _RETRY_BACKOFF_S = (0.2, 5.0)
 
 
 def _readable(event: EncodedEvent, resource: Resource, scope: InstrumentationScope) -> ReadableLogRecord:
-    return ReadableLogRecord(log_record=_api_record(event), resource=resource, instrumentation_scope=scope)
+    return ReadableLogRecord(log_record=log_record_of(event), resource=resource, instrumentation_scope=scope)
 
 
-def _api_record(event: EncodedEvent) -> LogRecord:
+def log_record_of(event: EncodedEvent, extra_attributes: Mapping[str, str] | None = None) -> LogRecord:
+    """The OTel log record of ``event`` (``event_name`` = its type, body = its JSON, the publisher's trace context),
+    with ``extra_attributes`` added to its own."""
     context = None
     if event.trace_id:
         span_context = SpanContext(event.trace_id, event.span_id, False, TraceFlags(event.trace_flags))
@@ -69,7 +71,7 @@ def _api_record(event: EncodedEvent) -> LogRecord:
         severity_number=SeverityNumber.INFO,
         severity_text="INFO",
         body=event.body.decode(),
-        attributes=event.attributes,
+        attributes={**event.attributes, **extra_attributes} if extra_attributes else event.attributes,
         event_name=event.event_type,
     )
 
@@ -100,7 +102,7 @@ def sink_for(exporter: object, resource: Resource, scope: InstrumentationScope) 
         def emit(batch: Sequence[EncodedEvent]) -> ExportOutcome:
             for event in batch:
                 record = ReadWriteLogRecord(
-                    log_record=_api_record(event), resource=resource, instrumentation_scope=scope
+                    log_record=log_record_of(event), resource=resource, instrumentation_scope=scope
                 )
                 exporter.on_emit(record)
             return ExportOutcome()

@@ -32,16 +32,14 @@ the provider's own exit hook) the provider is flushed, never shut down: it is th
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import _logs as otel_logs
-from opentelemetry._logs import LogRecord, SeverityNumber
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from appevents._counting import LogOnce
 from appevents._encoded import Check, EncodedEvent, ExportOutcome
+from appevents._engine import log_record_of
 from appevents._otel_env import (
     OTEL_EXPORTER_NAME,
     appevents_names_in_otel_logs_exporter,
@@ -59,26 +57,6 @@ __all__ = ["OTelLogsExporter", "create_otel_exporter", "unused_otel_route"]
 _logger = logging.getLogger("appevents")
 
 
-def _api_record(event: EncodedEvent, delivered_by: str) -> LogRecord:
-    context = None
-    if event.trace_id:
-        span_context = SpanContext(event.trace_id, event.span_id, False, TraceFlags(event.trace_flags))
-        context = set_span_in_context(NonRecordingSpan(span_context))
-    attributes: dict[str, str] = dict(event.attributes)
-    if delivered_by:
-        attributes[DELIVERED_BY_ATTRIBUTE] = delivered_by
-    return LogRecord(
-        timestamp=event.timestamp_ns,
-        observed_timestamp=time.time_ns(),
-        context=context,
-        severity_number=SeverityNumber.INFO,
-        severity_text="INFO",
-        body=event.body.decode(),
-        attributes=attributes,
-        event_name=event.event_type,
-    )
-
-
 def _is_pipeline(provider: object) -> bool:
     # The API's proxy (nothing set yet) and no-op providers cannot flush; the SDK's LoggerProvider (and any
     # provider that buffers) can.
@@ -94,7 +72,9 @@ class OTelLogsExporter:
     """
 
     def __init__(self, delivered_by: Sequence[str] = (), logger_provider: Any = None) -> None:
-        self._delivered_by = ",".join(delivered_by)
+        delivered = ",".join(delivered_by)
+        #: Marks the events this route delivers for exporters appevents' own pipeline also has (they skip them).
+        self._delivered_attributes = {DELIVERED_BY_ATTRIBUTE: delivered} if delivered else None
         self._provider = logger_provider
         self._log_once = LogOnce(_logger)
 
@@ -115,7 +95,7 @@ class OTelLogsExporter:
             return ExportOutcome(dropped=[(event, "no_logger_provider") for event in batch])
         otel_logger = provider.get_logger(LOGGER_NAME, __version__)
         for event in batch:
-            otel_logger.emit(_api_record(event, self._delivered_by))
+            otel_logger.emit(log_record_of(event, self._delivered_attributes))
         return ExportOutcome()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:

@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from appevents import AppEventsSettings, ApplicationEventNames, Event, EventStore, configure
 from appevents._otel_route import OTelLogsExporter, create_otel_exporter
+from appevents._records import DELIVERED_BY_ATTRIBUTE
 from appevents.exporting import encode_event, encoded_from_record
 
 Memory = tuple[LoggerProvider, InMemoryLogRecordExporter]
@@ -74,7 +75,7 @@ def test_records_name_the_exporters_that_deliver_the_event_themselves(provider: 
 def test_the_factory_names_every_other_configured_exporter() -> None:
     exporter = create_otel_exporter(AppEventsSettings(exporters=["segment", "otel", "local"]))
     assert exporter is not None
-    assert exporter._delivered_by == "segment,local"
+    assert exporter._delivered_attributes == {DELIVERED_BY_ATTRIBUTE: "segment,local"}
 
 
 def test_without_a_provider_events_are_dropped_counted_and_said_once(caplog: pytest.LogCaptureFixture) -> None:
