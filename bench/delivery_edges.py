@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,67 +30,17 @@ from appevents import AppEventsSettings, Event, EventStore, configure
 from appevents._spool import Spool
 from appevents.exporting import EncodedEvent, ExportOutcome
 
-KILL_LOOP_APP = """
-import os, sqlite3, sys, time
-from appevents import AppEventsSettings, Event, EventStore, configure
-from appevents.exporting import ExportOutcome
-
-class FileRecorder:
-    def __init__(self, path):
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-
-    def export_events(self, batch):
-        os.write(self.fd, "".join(e.event_id + "\\n" for e in batch).encode())
-        return ExportOutcome()
-
-    def shutdown(self):
-        pass
-
-spool, delivered, committed, last = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "last"
-configure(AppEventsSettings(exporters=[], spool_path=spool), exporters={"rec": FileRecorder(delivered)})
-claims = os.open(committed, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-print("STARTED", flush=True)
-deadline = time.monotonic() + (0.5 if last else 60)
-while time.monotonic() < deadline:
-    ids = []
-    for i in range(40):
-        event = Event(event_type="loop.event", data={"i": i})
-        ids.append(event.event_id)
-        EventStore.publish(event, wait=(i == 39))
-    os.write(claims, "".join(i + "\\n" for i in ids).encode())
-    time.sleep(0.01)
-if last:
-    EventStore.flush_sync(30)
-    db = sqlite3.connect(spool)
-    end = time.monotonic() + 120
-    while db.execute("SELECT COUNT(*) FROM events").fetchone()[0] and time.monotonic() < end:
-        time.sleep(0.05)
-    EventStore.shutdown(10)
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.kill_loop import kill_loop  # the same publisher the test kills
 
 
-def kill_loop(rounds: int, workdir: Path) -> None:
-    app = workdir / "loop.py"
-    app.write_text(KILL_LOOP_APP)
-    spool, delivered, committed = workdir / "loop.db", workdir / "delivered.txt", workdir / "committed.txt"
-    for round_ in range(rounds + 1):
-        last = round_ == rounds
-        args = [str(spool), str(delivered), str(committed), "last" if last else "kill"]
-        process = subprocess.Popen([sys.executable, str(app), *args], stdout=subprocess.PIPE, text=True)
-        assert process.stdout is not None and process.stdout.readline().strip() == "STARTED"
-        if last:
-            process.wait(180)
-        else:
-            time.sleep(0.8)
-            process.send_signal(signal.SIGKILL)
-            process.wait(10)
-    ids = delivered.read_text().split()
-    unique = set(ids)
-    lost = set(committed.read_text().split()) - unique
-    duplicates = len(ids) - len(unique)
+def report_kill_loop(rounds: int, workdir: Path) -> None:
+    result = kill_loop(workdir, rounds)
+    unique = len(set(result.delivered))
     print(
-        f"kill -9 loop: {rounds} kills at ~4,000 events/s: {len(unique):,} events, {duplicates:,} duplicates "
-        f"({100 * duplicates / max(1, len(unique)):.2f}%, goal <= 2%), committed but never delivered: {len(lost)}"
+        f"kill -9 loop: {rounds} kills at ~4,000 events/s: {unique:,} events, {result.duplicates:,} duplicates "
+        f"({100 * result.duplicates / max(1, unique):.2f}%, goal <= 2%), committed but never delivered: "
+        f"{len(result.lost)}"
     )
 
 
@@ -202,7 +150,7 @@ def main() -> None:
     parser.add_argument("--replay", type=int, default=500_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        kill_loop(args.rounds, Path(tmp))
+        report_kill_loop(args.rounds, Path(tmp))
         replay(args.replay, Path(tmp))
 
 

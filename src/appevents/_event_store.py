@@ -117,21 +117,14 @@ def configure(
 
 
 def _exit_cleanly_on_sigterm() -> bool:
-    """Turn SIGTERM into ``SystemExit`` so interpreter exit (and our exit drain) runs; True once decided.
-
-    Only when nobody handles SIGTERM yet (the default disposition kills the process without running exit hooks,
-    losing every queued event); an application's or a framework's own handler is left alone. Signal handlers can
-    only be installed from the main thread: from another thread this answers False and a later call retries.
-    """
+    """Install :func:`_on_sigterm` where nobody handles SIGTERM yet (the import usually did: see
+    :func:`_handle_sigterm_from_import`); True once decided. An application's or a framework's own handler is left
+    alone. Signal handlers can only be installed from the main thread: from another thread this answers False and
+    a later call retries."""
     if threading.current_thread() is not threading.main_thread():
         return False
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return True
-
-    def _raise_system_exit(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, _raise_system_exit)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
     return True
 
 
@@ -373,7 +366,7 @@ class EventStore:
         ``Event`` — the same fields, validated again — through this copy, which runs on the real modules the way
         the plugin's pass-through makes it run."""
         try:
-            own = Event.model_validate(event.model_dump(), strict=False)
+            own = Event.model_validate(event.model_dump())
         except Exception as exc:
             cls._counted_refusal(f"error:{type(exc).__name__}")
             cls._state.log_once.failure("sandbox", exc, "taking an event from the workflow sandbox", "not published")
@@ -552,16 +545,10 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def _handle_sigterm_from_import() -> None:
     """Signal handlers can only be installed from the main thread, and the first publish is often elsewhere (an
-    activity on a thread pool, a worker's thread). The import usually is on the main thread: install there a
-    handler that decides when the signal comes (see :func:`_on_sigterm`) — only where SIGTERM has no handler yet
-    (an application's or a framework's own is left alone, and one installed later replaces this one)."""
-    if threading.current_thread() is not threading.main_thread():
-        return  # e.g. the Temporal sandbox re-importing appevents on a workflow thread
-    try:
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _on_sigterm)
-    except (ValueError, OSError, RuntimeError):  # not allowed here (an embedded interpreter): configure() retries
-        pass
+    activity on a thread pool, a worker's thread). The import usually is on the main thread: install there the
+    handler that decides when the signal comes (see :func:`_on_sigterm`)."""
+    with contextlib.suppress(ValueError, OSError, RuntimeError):  # not allowed here: configure() tries again
+        _exit_cleanly_on_sigterm()  # off the main thread (the Temporal sandbox re-importing us): nothing
 
 
 _handle_sigterm_from_import()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -19,10 +18,11 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from appevents import AppEventsSettings, DeliveryStats, Event, EventStore, configure
+from appevents import AppEventsSettings, ConfigurationError, DeliveryStats, Event, EventStore, configure
 from appevents._spool import NETWORK_FILESYSTEMS, Spool, filesystem_type
 from appevents._sqlite_log import LocalEventLog
 from appevents.exporting import EncodedEvent, ExportOutcome
+from support.kill_loop import kill_loop
 from support.metric_points import Metrics
 from support.waiting import wait_until
 
@@ -343,74 +343,17 @@ def test_an_orphan_goes_only_to_the_destinations_it_was_published_for(tmp_path: 
 
 
 # -- duplicates after kill -9 ----------------------------------------------------------------------------------------
-KILL_LOOP_APP = """
-import os, sqlite3, sys, time
-from appevents import AppEventsSettings, Event, EventStore, configure
-from appevents.exporting import ExportOutcome
-
-class FileRecorder:
-    '''Appends the id of every event it is given to a file: what reached the destination, duplicates included.'''
-
-    def __init__(self, path):
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-
-    def export_events(self, batch):
-        os.write(self.fd, "".join(e.event_id + "\\n" for e in batch).encode())
-        return ExportOutcome()
-
-    def shutdown(self):
-        pass
-
-round_, spool, delivered, committed = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-last = sys.argv[5] == "last"
-configure(AppEventsSettings(exporters=[], spool_path=spool), exporters={"rec": FileRecorder(delivered)})
-claims = os.open(committed, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-print("STARTED", flush=True)
-n = 0
-deadline = time.monotonic() + (0.5 if last else 60)
-while time.monotonic() < deadline:
-    ids = []
-    for _ in range(40):  # ~4,000 events/s
-        event = Event(event_type="loop.event", data={"round": round_, "n": n})
-        ids.append(event.event_id)
-        EventStore.publish(event, wait=(len(ids) == 40))
-        n += 1
-    os.write(claims, "".join(i + "\\n" for i in ids).encode())  # committed: the last one was waited for
-    time.sleep(0.01)
-if last:
-    assert EventStore.flush_sync(30)
-    db = sqlite3.connect(spool)
-    end = time.monotonic() + 60
-    while db.execute("SELECT COUNT(*) FROM events").fetchone()[0] and time.monotonic() < end:
-        time.sleep(0.05)  # the orphans of the killed rounds replay
-    print("LEFT", db.execute("SELECT COUNT(*) FROM events").fetchone()[0], flush=True)
-    EventStore.shutdown(10)
-"""
-
-
 def test_duplicates_after_kill_9_are_bounded_by_what_was_in_flight(tmp_path: Path) -> None:
-    app = tmp_path / "loop.py"
-    app.write_text(KILL_LOOP_APP)
-    spool, delivered, committed = tmp_path / "spool.db", tmp_path / "delivered.txt", tmp_path / "committed.txt"
-    rounds = 6
-    for round_ in range(rounds + 1):
-        last = round_ == rounds
-        args = [str(round_), str(spool), str(delivered), str(committed), "last" if last else "kill"]
-        process = subprocess.Popen([sys.executable, str(app), *args], stdout=subprocess.PIPE, text=True)
-        try:
-            assert process.stdout is not None and process.stdout.readline().strip() == "STARTED"
-            if last:
-                out, _ = process.communicate(timeout=90)
-                assert process.returncode == 0 and "LEFT 0" in out, out
-            else:
-                time.sleep(0.8)
-                process.send_signal(signal.SIGKILL)
-        finally:
-            process.kill()
-            process.wait(10)
-    ids = delivered.read_text().split()
-    unique = set(ids)
-    claimed = set(committed.read_text().split())
-    assert claimed <= unique, f"{len(claimed - unique)} committed event(s) never delivered"
-    duplicates = len(ids) - len(unique)
-    assert duplicates <= 0.02 * len(unique), f"{duplicates} duplicates of {len(unique)} events"
+    result = kill_loop(tmp_path, rounds=6)
+    assert not result.lost, f"{len(result.lost)} committed event(s) never delivered"
+    unique = len(set(result.delivered))
+    assert result.duplicates <= 0.02 * unique, f"{result.duplicates} duplicates of {unique} events"
+
+
+def test_a_spool_on_a_network_filesystem_is_refused_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Unit level: no NFS mount here, so the filesystem's type (read from /proc/mounts, tested above) is given.
+    monkeypatch.setattr("appevents._spool.filesystem_type", lambda directory: "nfs4")
+    with pytest.raises(ConfigurationError, match=r"network filesystem \(nfs4\)") as refused:
+        configure(_settings(tmp_path / "spool.db"), exporters={"dest": Recorder()})
+    assert "APPEVENTS_SPOOL_PATH" in str(refused.value)
+    assert not (tmp_path / "spool.db").exists(), "refused before anything is created"
