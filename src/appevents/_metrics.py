@@ -20,7 +20,8 @@ Instruments (units per the OpenTelemetry conventions):
   the pipeline took them, as ``EventStore.unpublished_count()`` counts them: ``no_destination`` (nothing
   configured, or every exporter failed to build), ``workflow_unconfigured`` (published from workflow code with no
   pipeline configured in the process), ``interpreter_exit`` (after the exit drain), ``too_large`` (data grown past
-  the cap after construction), ``error:<type>`` (e.g. data changed in place into something that is not JSON);
+  the cap after construction), ``invalid_data`` (data changed in place into something that is not JSON),
+  ``error:<type>`` (unexpected);
 * ``appevents.events.retried`` (counter, ``{event}``, ``exporter``) — events offered again after a destination
   answered ``retry`` (durable mode), once per event and re-offer;
 * ``appevents.export.duration`` (histogram, ``s``, ``exporter``) — one point per export call;

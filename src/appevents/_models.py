@@ -14,9 +14,18 @@ What is validated, and when — a bad value raises :class:`pydantic.ValidationEr
 * Reading back (``model_validate_json(..., context={STORED_EVENT_CONTEXT: True})``): every rule except the size
   cap, so an event published under a larger cap stays readable.
 
-Not validated: in-place changes to mutable values (``event.data["k"] = ...``), assignments to the fields of an
-event's ``metadata`` against the event's size cap (the metadata does not know its event), and enrichment, which
-writes metadata fields into ``__dict__`` directly (values from typed sources, on the caller's path).
+* At publish: ``data`` changed in place since (``event.data["k"] = ...``) is validated again; data that is no
+  longer JSON (a datetime, a tuple, NaN, an integer past int64 …) is refused there (``publish`` returns False,
+  counted as ``invalid_data``, logged once naming the field), never sent as pydantic would coerce it.
+
+Not validated: assignments to the fields of an event's ``metadata`` against the event's size cap (the metadata does
+not know its event), and enrichment, which writes metadata fields into ``__dict__`` directly (values from typed
+sources, on the caller's path).
+
+How construction stays cheap (``Event(...)`` is on every publisher's path): the common call — values of the exact
+types the fields hold — is validated by :func:`_built_fast` with the same rules as pydantic's (the data through the
+field's own validator), the size cap computed from the parts of the encoded event, and the data's JSON kept for
+publishing; anything else goes through pydantic. ``model_validate`` and ``model_validate_json`` are pydantic's.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -107,6 +117,18 @@ else:
             ),
         ],
     )
+
+
+#: ``Event.data``'s own validator, for what is checked outside ``Event(...)``: the fast path of construction and, at
+#: publish, data changed in place since (the same type and rules as the field; errors are located inside ``data``).
+DATA_ADAPTER: TypeAdapter[dict[str, Any]] = TypeAdapter(
+    dict[str, EventJsonValue], config=ConfigDict(allow_inf_nan=False, hide_input_in_errors=True)
+)
+#: Where an event built by ``Event(...)`` keeps the JSON of its ``data`` as validated (a key of the instance's
+#: ``__dict__`` that is not a field: pydantic's dumps, repr, iteration and ``==`` leave it out). Publishing encodes
+#: ``data`` again and compares: the same bytes need no second validation (see :func:`checked_data_json`).
+DATA_JSON_KEY = "_appevents_data_json"
+_to_json = pydantic_core.to_json
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:
@@ -186,6 +208,21 @@ class EventMetadata(BaseModel):
     sdk_version: str | None = None
 
 
+_set_slot = object.__setattr__
+_NO_METADATA: dict[str, Any] = dict.fromkeys(EventMetadata.model_fields)
+
+
+def _empty_metadata() -> EventMetadata:
+    """``EventMetadata()``, built as pydantic builds it (the same four slots) without validating fourteen Nones:
+    ~0.3 µs instead of ~1.3 µs, on every event's construction."""
+    metadata = object.__new__(EventMetadata)
+    _set_slot(metadata, "__dict__", _NO_METADATA.copy())
+    _set_slot(metadata, "__pydantic_fields_set__", set())
+    _set_slot(metadata, "__pydantic_extra__", None)
+    _set_slot(metadata, "__pydantic_private__", None)
+    return metadata
+
+
 class Event(BaseModel):
     """One application event.
 
@@ -202,9 +239,19 @@ class Event(BaseModel):
     event_type: Annotated[str, Field(max_length=MAX_EVENT_TYPE_LENGTH)]
     event_name: str | None = None
     data: dict[str, EventJsonValue] = Field(default_factory=dict)
-    metadata: EventMetadata = Field(default_factory=EventMetadata)
+    metadata: EventMetadata = Field(default_factory=_empty_metadata)
     #: Generated when absent; inside a Temporal workflow from ``workflow.uuid4()`` (deterministic).
     event_id: str = Field(default_factory=_runtime.new_event_id)
+
+    if not TYPE_CHECKING:  # type checkers keep the signature pydantic gives the model
+
+        def __init__(self, /, **values: Any) -> None:
+            if not _built_fast(self, values):
+                super().__init__(**values)
+
+        # Marks this __init__ as pydantic's own: model_validate() and model_validate_json() validate as before,
+        # without calling it (pydantic calls a model's custom __init__ from validation).
+        __init__.__pydantic_base_init__ = True
 
     @field_validator("event_type")
     @classmethod
@@ -264,3 +311,137 @@ class Event(BaseModel):
             if not was_set:
                 self.__pydantic_fields_set__.discard(name)
             raise
+
+
+_FAST_FIELDS = frozenset({"event_type", "event_name", "data", "metadata", "event_id"})
+_ABSENT: Any = object()
+#: ``{"event_type":"","event_name":,"data":,"metadata":,"event_id":""}`` and a 36-character id.
+_EVENT_JSON_FRAME = len(b'{"event_type":"","event_name":,"data":,"metadata":,"event_id":""}') + 36
+_EMPTY_METADATA_JSON = len(EventMetadata.__pydantic_serializer__.to_json(_empty_metadata()))
+_metadata_json = EventMetadata.__pydantic_serializer__.to_json
+#: Event types (exact ``str``) already seen to have the right shape: a set lookup instead of the regex (~0.5 µs).
+#: Event types are few; cleared when full, should a caller make them up per event.
+_VALID_EVENT_TYPES: set[str] = set()
+_VALID_EVENT_TYPES_MAX = 4096
+
+
+def _built_fast(event: Event, values: dict[str, Any]) -> bool:
+    """Build ``event`` from ``values`` as pydantic would, for the common call (``Event(event_type=..., data=...)``,
+    values of the exact types the fields hold): True when done, False to leave it to pydantic.
+
+    The same rules, in a cheaper order (~3 µs where pydantic's validation takes ~8.5 µs): the event type's shape,
+    ``data`` through the field's own validator (a copy, as pydantic makes), and the size cap computed from the
+    parts of the encoded event (data encoded once, kept for publishing) instead of encoding the whole event.
+    Anything else — another type, a bad value, an event over the cap — goes to pydantic, which builds the event
+    or raises the ``ValidationError`` it always raised. The fast path only ever accepts what pydantic accepts,
+    and builds the same event (``tests/core/test_event_construction.py`` checks both against each other).
+    """
+    if not _FAST_FIELDS.issuperset(values):
+        return False
+    event_type = values.get("event_type")
+    if type(event_type) is not str:
+        return False
+    if event_type not in _VALID_EVENT_TYPES:
+        if len(event_type) > MAX_EVENT_TYPE_LENGTH or _EVENT_TYPE_RE.fullmatch(event_type) is None:
+            return False
+        if len(_VALID_EVENT_TYPES) >= _VALID_EVENT_TYPES_MAX:
+            _VALID_EVENT_TYPES.clear()
+        _VALID_EVENT_TYPES.add(event_type)
+    event_name = values.get("event_name")
+    if event_name is not None and type(event_name) is not str:
+        return False
+    event_id = values.get("event_id", _ABSENT)
+    if event_id is _ABSENT:
+        event_id = _runtime.new_event_id()
+    elif type(event_id) is not str or _CANONICAL_UUID.fullmatch(event_id) is None:
+        return False
+    metadata = values.get("metadata", _ABSENT)
+    if metadata is _ABSENT:
+        metadata = _empty_metadata()
+        metadata_size = _EMPTY_METADATA_JSON
+    elif type(metadata) is EventMetadata:  # an instance is taken as it is, as pydantic takes it
+        metadata_size = len(_metadata_json(metadata))
+    else:
+        return False
+    data = values.get("data", _ABSENT)
+    if data is _ABSENT:
+        data = {}
+    elif type(data) is not dict:
+        return False
+    else:
+        try:
+            data = DATA_ADAPTER.validate_python(data)
+        except ValidationError:
+            return False
+    data_json = _to_json(data)
+    size = _EVENT_JSON_FRAME + len(event_type) + len(data_json) + metadata_size
+    size += 4 if event_name is None else len(_to_json(event_name))
+    if size > _runtime.max_event_bytes():
+        return False
+    _set_slot(
+        event,
+        "__dict__",
+        {
+            "event_type": event_type,
+            "event_name": event_name,
+            "data": data,
+            "metadata": metadata,
+            "event_id": event_id,
+            DATA_JSON_KEY: data_json,
+        },
+    )
+    _set_slot(event, "__pydantic_fields_set__", set(values))
+    _set_slot(event, "__pydantic_extra__", None)
+    _set_slot(event, "__pydantic_private__", None)
+    return True
+
+
+def checked_data_json(event: Event) -> bytes:
+    """The JSON of ``event.data`` as it is now, for publishing: the bytes kept at construction when ``data`` still
+    encodes to them, else ``data`` validated again (it was changed in place: ``event.data["k"] = ...``) and its new
+    JSON kept. Raises :class:`pydantic.ValidationError` (located inside ``data``) for data that is no longer JSON."""
+    fields = event.__dict__
+    data = fields["data"]
+    try:
+        encoded: bytes | None = _to_json(data)
+    except ValueError:  # not serialisable at all: the validator below says where
+        encoded = None
+    if encoded is not None and encoded == fields.get(DATA_JSON_KEY):
+        return encoded
+    DATA_ADAPTER.validate_python(data)
+    if encoded is None:  # valid yet not serialisable (nesting past the encoder's limit)
+        encoded = _to_json(data)
+    fields[DATA_JSON_KEY] = encoded
+    return encoded
+
+
+def keep_data(event: Event, data: dict[str, Any]) -> bytes:
+    """Put ``data`` (JSON, e.g. the redacted copy of ``event.data``) in ``event`` as its data, with its JSON kept;
+    returns that JSON. Written to ``__dict__`` like enrichment: no assignment validation on the caller's path."""
+    encoded = _to_json(data)
+    fields = event.__dict__
+    fields["data"] = data
+    fields[DATA_JSON_KEY] = encoded
+    return encoded
+
+
+def event_json(event: Event, data_json: bytes) -> bytes:
+    """``event.model_dump_json()`` as bytes, with ``data_json`` (from :func:`checked_data_json`) as the encoded
+    ``data``: the other fields are encoded here (the metadata by its own serializer), ``data`` not again."""
+    fields = event.__dict__
+    name = fields["event_name"]
+    return b"".join(
+        (
+            b'{"event_type":',
+            _to_json(fields["event_type"]),
+            b',"event_name":',
+            b"null" if name is None else _to_json(name),
+            b',"data":',
+            data_json,
+            b',"metadata":',
+            _metadata_json(fields["metadata"]),
+            b',"event_id":',
+            _to_json(fields["event_id"]),
+            b"}",
+        )
+    )

@@ -21,20 +21,7 @@ from appevents._demo.events import example_events
 from appevents._enrichment import enrich
 from appevents._models import STORED_EVENT_CONTEXT
 from appevents._settings import DEFAULT_MAX_EVENT_BYTES, AppEventsSettings
-
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text()
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=20,
-)
-
+from support.json_values import json_values
 
 FIVE_MIB = 5 * 1024 * 1024
 

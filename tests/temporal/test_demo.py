@@ -77,8 +77,23 @@ def _first_workflow_event_landed(path: Path) -> bool:
         log.close()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_ctrl_c_mid_demo_exits_cleanly_and_stops_the_dev_server(tmp_path: Path) -> None:
+    # The demo's workflows take well under a second once the first one runs: on a loaded machine the whole demo
+    # can end between the test seeing its first workflow event and the signal arriving. Such a run says nothing
+    # about Ctrl-C (it ended normally, its footer printed); the test runs the demo again, up to three times.
+    for attempt in range(3):
+        output = _interrupt_demo(tmp_path / f"attempt-{attempt}")
+        if "interrupted" in output or "See them again" not in output:
+            break
+    assert "interrupted" in output, output
+    assert "Traceback" not in output
+
+
+def _interrupt_demo(tmp_path: Path) -> str:
+    """Run the demo, Ctrl-C it once its first workflow event is in the local log; its output. Asserts a clean
+    exit (status 0) and that no dev server it started outlives it."""
+    tmp_path.mkdir()
     local_path = tmp_path / "demo.db"
     env = {**os.environ, "APPEVENTS_LOCAL_PATH": str(local_path)}
     env.pop("APPEVENTS_EXPORTERS", None)
@@ -100,9 +115,8 @@ def test_ctrl_c_mid_demo_exits_cleanly_and_stops_the_dev_server(tmp_path: Path) 
 
         output = output_path.read_text()
         assert demo.returncode == 0, output
-        assert "interrupted" in output
-        assert "Traceback" not in output
         assert [pid for pid in servers if _alive(pid)] == []
+        return output
     finally:
         if demo.poll() is None:
             demo.kill()
