@@ -271,7 +271,8 @@ class Pipeline:
                 waiter.add_parties(1)
             taken = writer.submit(event)
         else:
-            targets = [*self._all, *(c for c in self._filtered if c.wants(event))]
+            filtered = self._filtered
+            targets = (*self._all, *(c for c in filtered if c.wants(event))) if filtered else self._all
             if waiter is not None:
                 waiter.add_parties(len(targets))
             taken = not targets and bool(self.channels)
