@@ -246,7 +246,8 @@ class Event(BaseModel):
     if not TYPE_CHECKING:  # type checkers keep the signature pydantic gives the model
 
         def __init__(self, /, **values: Any) -> None:
-            if not _built_fast(self, values):
+            # Only Event itself: a subclass may add fields and validators the fast path knows nothing of.
+            if type(self) is not Event or not _built_fast(self, values):
                 super().__init__(**values)
 
         # Marks this __init__ as pydantic's own: model_validate() and model_validate_json() validate as before,

@@ -258,3 +258,23 @@ def test_default_enrichment_in_one_call_fills_what_the_steps_fill() -> None:
     assert fused.metadata.model_dump() == stepwise.metadata.model_dump()
     assert fused.metadata.model_fields_set == stepwise.metadata.model_fields_set
     assert fused.metadata.trace_id is not None and fused.metadata.topic_name == "p.a.b"
+
+
+def test_a_subclass_is_built_by_pydantic_with_its_own_fields_and_rules() -> None:
+    from pydantic import field_validator
+
+    class OrderEvent(Event):
+        order_id: str = "none"
+
+        @field_validator("data")
+        @classmethod
+        def _needs_order(cls, value: dict[str, Any]) -> dict[str, Any]:
+            if "order" not in value:
+                raise ValueError("an order event needs data.order")
+            return value
+
+    event = OrderEvent(event_type="order.received", data={"order": 1}, order_id="o-1")
+    assert event.order_id == "o-1" and event.model_dump()["order_id"] == "o-1"
+    assert OrderEvent(event_type="order.received", data={"order": 1}).order_id == "none"
+    with pytest.raises(ValidationError, match=r"needs data\.order"):
+        OrderEvent(event_type="order.received", data={})
