@@ -67,8 +67,22 @@ values = st.recursive(
     ),
     max_leaves=12,
 )
-event_types = st.sampled_from(["order.received", "a.b", "Order.Received", "a..b", "x" * 256, "data_quality.alert"])
+
+
+class Kind(enum.StrEnum):
+    ORDER = "order.received"
+
+
+event_types = st.sampled_from(
+    ["order.received", "a.b", "Order.Received", "a..b", "a.b\n", "x" * 256, "data_quality.alert", Kind.ORDER, 7, None]
+)
 ID = "0f0e0d0c-0b0a-4908-8706-050403020100"
+event_ids = st.sampled_from(
+    [ID, ID.upper(), "{" + ID + "}", "urn:uuid:" + ID, ID.replace("-", ""), "not-a-uuid", "", 12, None]
+)
+metadatas = st.sampled_from(
+    [None, {}, {"tenant_id": "t", "attempt": 2}, {"attempt": "two"}, {"unknown": 1}, "not metadata"]
+).map(lambda m: m if not isinstance(m, dict) or m.get("attempt") != 2 else EventMetadata(**m))
 
 
 @pytest.fixture(autouse=True)
@@ -111,12 +125,22 @@ def assert_same(fast: Event, slow: Event) -> None:
 @given(
     event_type=event_types,
     data=st.dictionaries(st.text(max_size=8), values, max_size=5),
-    event_name=st.none() | st.text(max_size=6),
+    event_name=st.none() | st.text(max_size=6) | st.just(5),
+    event_id=event_ids,
+    metadata=metadatas,
+    extra=st.sampled_from([{}, {"unknown_field": 1}]),
 )
 def test_the_fast_path_accepts_refuses_and_builds_exactly_as_pydantic(
-    event_type: str, data: dict[str, Any], event_name: str | None
+    event_type: str,
+    data: dict[str, Any],
+    event_name: str | None,
+    event_id: str | None,
+    metadata: Any,
+    extra: dict[str, Any],
 ) -> None:
-    values = {"event_type": event_type, "data": data, "event_name": event_name, "event_id": ID}
+    values = {"event_type": event_type, "data": data, "event_name": event_name, "event_id": event_id or ID, **extra}
+    if metadata is not None:
+        values["metadata"] = metadata
     kind, fast = _outcome(lambda: Event(**values))
     slow_kind, slow = _outcome(lambda: Event.model_validate(values))
     assert kind == slow_kind
