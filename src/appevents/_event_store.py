@@ -310,12 +310,13 @@ class EventStore:
                 cls._count_unpublished()
                 return False
             settings = pipeline.settings
-            span = trace.get_current_span()
             enrichers = cls._state.enrichers
             if enrichers is DEFAULT_ENRICHERS:
+                span = trace.get_current_span()
                 enrich_by_default(event, settings, workflow, span)
             else:
                 enrich(event, settings, enrichers)
+                span = trace.get_current_span()
             try:
                 data_json = checked_data_json(event)  # the bytes kept at construction, unless changed in place
             except ValidationError as exc:

@@ -14,9 +14,11 @@ What is validated, and when — a bad value raises :class:`pydantic.ValidationEr
 * Reading back (``model_validate_json(..., context={STORED_EVENT_CONTEXT: True})``): every rule except the size
   cap, so an event published under a larger cap stays readable.
 
-* At publish: ``data`` changed in place since (``event.data["k"] = ...``) is validated again; data that is no
-  longer JSON (a datetime, a tuple, NaN, an integer past int64 …) is refused there (``publish`` returns False,
-  counted as ``invalid_data``, logged once naming the field), never sent as pydantic would coerce it.
+* At publish: ``data`` changed in place since (``event.data["k"] = ...``) is validated again (publishing encodes it
+  and compares with the JSON validated last); data that is no longer JSON (a datetime, a tuple, NaN, an integer
+  past int64 …) is refused there (``publish`` returns False, counted as ``invalid_data``, logged once naming the
+  field), never sent as pydantic would coerce it. A replacement encoding to exactly the JSON validated before (a
+  tuple for an equal list) is published as that JSON.
 
 Not validated: assignments to the fields of an event's ``metadata`` against the event's size cap (the metadata does
 not know its event), and enrichment, which writes metadata fields into ``__dict__`` directly (values from typed
@@ -248,6 +250,7 @@ class Event(BaseModel):
     if not TYPE_CHECKING:  # type checkers keep the signature pydantic gives the model
 
         def __init__(self, /, **values: Any) -> None:
+            values.pop(DATA_JSON_KEY, None)  # Event(**vars(other_event)): not a field, never an input
             # Only Event itself: a subclass may add fields and validators the fast path knows nothing of.
             if type(self) is not Event or not _built_fast(self, values):
                 super().__init__(**values)
@@ -322,6 +325,11 @@ _EMPTY_METADATA_JSON = len(EventMetadata.__pydantic_serializer__.to_json(_empty_
 _metadata_json = EventMetadata.__pydantic_serializer__.to_json
 
 
+#: The shape's ``event_id`` when none was given (a private object: a caller's equal string is another object, and
+#: is validated as an id).
+_NO_ID = "".join(("<no ", "event id>"))
+
+
 class _EventShape(BaseModel):
     """:class:`Event`'s fields with the rules pydantic-core checks on its own (the event type's shape as a
     ``pattern``, in Rust) and none of the Python validators: what ``Event(...)`` validates first (see
@@ -333,10 +341,21 @@ class _EventShape(BaseModel):
     event_name: str | None = None
     data: dict[str, EventJsonValue] = Field(default_factory=dict)
     metadata: EventMetadata = Field(default_factory=_empty_metadata)
-    event_id: Annotated[str, AfterValidator(Event._event_id_is_uuid)] = Field(default_factory=_runtime.new_event_id)
+    # No default factory here: the id is drawn once the event is known to be built (inside a workflow from
+    # workflow.uuid4(), whose draws must not change with how an event was built).
+    event_id: Annotated[str, AfterValidator(Event._event_id_is_uuid)] = _NO_ID
 
 
 _validate_shape = _EventShape.__pydantic_validator__.validate_python
+
+
+def _valid_data_json(data: dict[str, Any]) -> bytes:
+    """The JSON of ``data``, already validated: ``pydantic_core.to_json``, or the field's own serializer for what
+    only that one writes (a key holding a lone surrogate, written as U+FFFD as ``model_dump_json`` writes it)."""
+    try:
+        return _to_json(data)
+    except ValueError:
+        return DATA_ADAPTER.dump_json(data)
 
 
 def _built_fast(event: Event, values: dict[str, Any]) -> bool:
@@ -351,35 +370,42 @@ def _built_fast(event: Event, values: dict[str, Any]) -> bool:
     """
     try:
         _validate_shape(values, self_instance=event)
-    except ValidationError:
+        fields = event.__dict__
+        data_json = _valid_data_json(fields["data"])
+        name = fields["event_name"]
+        size = _EVENT_JSON_FRAME + len(fields["event_type"]) + len(data_json)
+        size += 4 if name is None else len(_to_json(name))
+        size += _EMPTY_METADATA_JSON if "metadata" not in values else len(_metadata_json(fields["metadata"]))
+    except ValueError:  # ValidationError, or what does not encode (a lone surrogate, data nested too deep)
         return False
-    fields = event.__dict__
-    data_json = _to_json(fields["data"])
-    name = fields["event_name"]
-    size = _EVENT_JSON_FRAME + len(fields["event_type"]) + len(data_json)
-    size += 4 if name is None else len(_to_json(name))
-    size += _EMPTY_METADATA_JSON if "metadata" not in values else len(_metadata_json(fields["metadata"]))
     if size > _runtime.max_event_bytes():
         return False
+    if fields["event_id"] is _NO_ID:
+        fields["event_id"] = _runtime.new_event_id()
     fields[DATA_JSON_KEY] = data_json
     return True
 
 
 def checked_data_json(event: Event) -> bytes:
-    """The JSON of ``event.data`` as it is now, for publishing: the bytes kept at construction when ``data`` still
-    encodes to them, else ``data`` validated again (it was changed in place: ``event.data["k"] = ...``) and its new
-    JSON kept. Raises :class:`pydantic.ValidationError` (located inside ``data``) for data that is no longer JSON."""
+    """The JSON of ``event.data`` as it is now, for publishing.
+
+    The bytes kept from the last validation (at construction, or at an earlier publish) when ``data`` still encodes
+    to them; else ``data`` was changed in place (``event.data["k"] = ...``) and is validated again, and its new JSON
+    kept. Raises :class:`pydantic.ValidationError` (located inside ``data``) for data that is no longer JSON. What
+    is published is always JSON that passed validation: a replacement encoding to exactly the bytes validated
+    before (a tuple for an equal list) is published as those bytes.
+    """
     fields = event.__dict__
     data = fields["data"]
     try:
         encoded: bytes | None = _to_json(data)
-    except ValueError:  # not serialisable at all: the validator below says where
+    except ValueError:  # not serialisable as it is: the validator below says where, if it is not JSON
         encoded = None
     if encoded is not None and encoded == fields.get(DATA_JSON_KEY):
         return encoded
     DATA_ADAPTER.validate_python(data)
-    if encoded is None:  # valid yet not serialisable (nesting past the encoder's limit)
-        encoded = _to_json(data)
+    if encoded is None:
+        encoded = DATA_ADAPTER.dump_json(data)
     fields[DATA_JSON_KEY] = encoded
     return encoded
 
@@ -387,7 +413,7 @@ def checked_data_json(event: Event) -> bytes:
 def keep_data(event: Event, data: dict[str, Any]) -> bytes:
     """Put ``data`` (JSON, e.g. the redacted copy of ``event.data``) in ``event`` as its data, with its JSON kept;
     returns that JSON. Written to ``__dict__`` like enrichment: no assignment validation on the caller's path."""
-    encoded = _to_json(data)
+    encoded = _valid_data_json(data)
     fields = event.__dict__
     fields["data"] = data
     fields[DATA_JSON_KEY] = encoded

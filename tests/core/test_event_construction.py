@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -302,3 +303,63 @@ def test_a_subclass_is_built_by_pydantic_with_its_own_fields_and_rules() -> None
     assert OrderEvent(event_type="order.received", data={"order": 1}).order_id == "none"
     with pytest.raises(ValidationError, match=r"needs data\.order"):
         OrderEvent(event_type="order.received", data={})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"event_type": "a.b", "data": {"k": "\udcff"}},  # a lone surrogate: not encodable
+        {"event_type": "a.b", "event_name": "\udcff"},
+        {"event_type": "a.b", "data": {"\ud800": 1}},  # as a key: pydantic's serializer writes U+FFFD
+        {"event_type": "a.b", "data": {"k": functools.reduce(lambda inner, _: [inner], range(254), [])}},
+    ],
+    ids=["surrogate-value", "surrogate-name", "surrogate-key", "nested-254"],
+)
+def test_what_does_not_encode_gets_pydantics_answer(values: dict[str, Any]) -> None:
+    values = {**values, "event_id": ID}
+    kind, fast = _outcome(lambda: Event(**values))
+    slow_kind, slow = _outcome(lambda: Event.model_validate(values))
+    assert kind == slow_kind
+    if kind == "event":
+        assert fast.model_dump_json() == slow.model_dump_json()
+    else:
+        assert fast == slow
+
+
+def test_a_key_only_pydantics_serializer_writes_is_published_as_it_writes_it(memory: InMemoryEventExporter) -> None:
+    event = Event(event_type="a.b", data={"\ud800": 1, "k": "v"})
+    expected = event.model_dump_json()
+    assert EventStore.publish(event)
+    assert EventStore.flush_sync(5)
+    assert memory.events[0].data == Event.model_validate_json(expected).data
+    assert memory.events[0].data["k"] == "v"
+
+
+def test_an_event_id_is_drawn_once_per_event_whichever_way_it_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn: list[str] = []
+    real = _runtime.random_uuid4
+
+    def counting() -> str:  # under both paths' default: _runtime.new_event_id
+        drawn.append(real())
+        return drawn[-1]
+
+    monkeypatch.setattr(_runtime, "random_uuid4", counting)
+    fast = Event(event_type="a.b", data={"k": 1})
+    assert drawn == [fast.event_id]
+    slow = Event(event_type="a.b", data={"\ud800": 1})  # built by pydantic after the fast path gave up
+    assert drawn == [fast.event_id, slow.event_id]
+
+
+def test_an_event_rebuilt_from_its_own_dict_is_equal() -> None:
+    event = Event(event_type="a.b", data={"k": [1, 2]}, event_name="n")
+    assert Event(**vars(event)) == event
+
+
+def test_a_replacement_encoding_to_the_validated_json_is_published_as_that_json(
+    memory: InMemoryEventExporter,
+) -> None:
+    event = Event(event_type="a.b", data={"k": [1, 2]})
+    event.data["k"] = (1, 2)  # type: ignore[assignment]  # the same JSON as the list validated at construction
+    assert EventStore.publish(event)
+    assert EventStore.flush_sync(5)
+    assert memory.events[0].data == {"k": [1, 2]}
