@@ -246,6 +246,9 @@ def test_data_changed_in_place_into_what_is_not_json_is_refused_at_publish_namin
     assert EventStore.publish(Event(event_type="a.b", data={"k": "fine"}))
     assert EventStore.flush_sync(5)
     assert [e.data for e in memory.events] == [{"k": "fine"}]
+    # Refused at the door, the two never entered the pipeline's accounting; the one taken is delivered.
+    stats = EventStore.stats()["memory"]
+    assert (stats.accepted, stats.delivered, stats.failed, stats.dropped, stats.pending) == (1, 1, 0, 0, 0)
 
 
 def test_data_changed_in_place_into_other_json_is_published_as_it_is_now(memory: InMemoryEventExporter) -> None:
