@@ -54,6 +54,7 @@ from appevents._otlp_probe import check_otlp
 from appevents._registry import EXPORTER_ENTRY_POINT_GROUP, unknown_exporter
 from appevents._settings import AppEventsSettings
 from appevents._spool import NETWORK_FILESYSTEMS, SPOOL_APPLICATION_ID, filesystem_type
+from appevents._threads import start_background_thread
 from appevents._variables import unknown_variables
 
 __all__ = ["DEFAULT_TIMEOUT_S", "format_checks", "load_env_file", "passed", "run_checks", "run_doctor"]
@@ -312,7 +313,7 @@ def _diagnose_all(built: Mapping[str, object], settings: AppEventsSettings, time
 
     for name, job in jobs.items():
         thread = threading.Thread(target=run, args=(name, job), name=f"appevents-doctor-{name}", daemon=True)
-        thread.start()
+        start_background_thread(thread)
         threads[name] = thread
     budget = timeout_s * _DIAGNOSE_BUDGET_FACTOR + _DIAGNOSE_MARGIN_S
     deadline = time.monotonic() + budget

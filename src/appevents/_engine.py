@@ -38,6 +38,7 @@ from appevents._counting import DeliveryStats, LogOnce, drain_reasons
 from appevents._encoded import EncodedEvent, EventExporter, ExportOutcome
 from appevents._metrics import StageMetrics, instruments_for
 from appevents._spool import Orphan, SpoolReader
+from appevents._threads import start_background_thread
 
 __all__ = ["SPOOL_STAGE", "Channel", "Sink", "shutdown_exporter", "sink_for"]
 
@@ -231,7 +232,7 @@ class Channel:
         self._thread = threading.Thread(target=self._run, name=f"appevents-{name}", daemon=True)
 
     def start(self) -> Channel:
-        self._thread.start()
+        start_background_thread(self._thread)
         return self
 
     @property

@@ -35,6 +35,7 @@ from appevents._registry import available_exporters, load_exporter, unknown_expo
 from appevents._settings import AppEventsSettings
 from appevents._spool import Spool, destination_of
 from appevents._spool_writer import SpoolWriter
+from appevents._threads import start_background_thread
 from appevents._variables import warn_unknown_variables
 from appevents._version import __version__
 
@@ -132,7 +133,7 @@ class Pipeline:
         self._builder: threading.Thread | None = None
         if background:
             self._builder = threading.Thread(target=self._build_quietly, name="appevents-build", daemon=True)
-            self._builder.start()
+            start_background_thread(self._builder)
         else:
             self._build(strict=True)
         self._instruments.observe(self)  # weakly: the gauges read it until shutdown (or until it is dropped)

@@ -18,6 +18,7 @@ from appevents._encoded import EncodedEvent
 from appevents._engine import SPOOL_STAGE, Channel
 from appevents._metrics import StageMetrics, instruments_for
 from appevents._spool import PURGE_ROWS, Spool
+from appevents._threads import start_background_thread
 
 __all__ = ["SpoolWriter"]
 
@@ -72,7 +73,7 @@ class SpoolWriter:
 
     def start(self) -> SpoolWriter:
         self._claim_orphans()
-        self._thread.start()
+        start_background_thread(self._thread)
         return self
 
     def _claim_orphans(self) -> None:

@@ -14,6 +14,8 @@ a test holds both distributions to it. What is here:
   itself);
 * counting and logging: :class:`DeliveryStats`, :class:`LogOnce` (failures are counted and logged once, not
   per event: :meth:`LogOnce.failure` for "catch, count, log once per exception type");
+* threads it starts itself: :func:`start_background_thread` (the process's signals then go to the
+  application's threads, where their handlers run; the engine's own threads are started so);
 * registration: an :class:`ExporterFactory` ``(settings) -> exporter | None`` registered in the
   :data:`EXPORTER_ENTRY_POINT_GROUP` entry-point group; ``appevents doctor`` runs its ``diagnose(timeout_s) ->
   list[Check]`` (:class:`Check`, :func:`safe_url` to show a URL without its credentials).
@@ -61,6 +63,7 @@ from appevents._records import (
 )
 from appevents._registry import EXPORTER_ENTRY_POINT_GROUP, ExporterFactory
 from appevents._settings import AppEventsSettings
+from appevents._threads import start_background_thread
 
 __all__ = [
     "EVENT_ID_ATTRIBUTE",
@@ -81,4 +84,5 @@ __all__ = [
     "event_json_from_record",
     "record_attributes",
     "safe_url",
+    "start_background_thread",
 ]

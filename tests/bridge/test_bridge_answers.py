@@ -18,6 +18,7 @@ from appevents import AppEventsSettings
 from appevents.bridge import Bridge, BridgeSettings
 from appevents.exporting import EncodedEvent, ExportOutcome
 from support.bridge_process import events, post, request_of
+from support.signal_masks import leaves_process_signals_alone
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -124,3 +125,22 @@ def test_no_room_over_grpc_is_resource_exhausted_with_retry_info(bridge: tuple[B
     status = Status.FromString(trailers["grpc-status-details-bin"])
     assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
     assert status.details[0].Is(RetryInfo.DESCRIPTOR)
+
+
+def test_the_bridge_threads_leave_the_process_signals_to_the_application(
+    bridge: tuple[Bridge, ScriptedExporter],
+) -> None:
+    """SIGTERM must reach the thread whose handler stops the bridge, not a listener's or a worker's."""
+    running, _ = bridge
+    before = set(threading.enumerate())
+    assert post(f"http://127.0.0.1:{running.http_port}", request_of(*_bodies("http")), token=None).status == 200
+    with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as channel:
+        channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")(
+            request_of(*_bodies("grpc")), timeout=10
+        )
+    started = {thread for thread in threading.enumerate() if thread.name.startswith("appevents-")} - before
+    names = sorted(thread.name for thread in started)
+    assert any(name.startswith("appevents-bridge-http-worker") for name in names), names
+    assert any(name.startswith("appevents-bridge-grpc") for name in names), names
+    serving = [thread for thread in threading.enumerate() if thread.name.startswith("appevents-")]
+    assert [thread.name for thread in serving if not leaves_process_signals_alone(thread)] == []

@@ -9,12 +9,16 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from appevents import AppEventsSettings, Event, EventStore, configure
 from appevents._sqlite_log import LocalEventLog
+from appevents.exporting import ExportOutcome
+from support.signal_masks import FAULTS, PROCESS_SIGNALS, leaves_process_signals_alone
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -146,6 +150,88 @@ def test_sigterm_drains_whichever_thread_published_first(tmp_path: Path, first_p
         process.kill()
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert _types(tmp_path).count("queued.event") == 1000
+
+
+BUSY_EXPORTER_APP = """
+import signal, sys, time
+from appevents import AppEventsSettings, Event, EventStore, configure
+from appevents.exporting import ExportOutcome
+
+class Busy:
+    def export_events(self, batch):
+        # Busy on its own thread in system calls that make the kernel look for pending signals (changing the mask
+        # does; so do a tracer's stops and a loaded machine's scheduling): any signal it may take, it takes.
+        until = time.monotonic() + 1
+        while time.monotonic() < until:
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        return ExportOutcome()
+
+    def shutdown(self):
+        pass
+
+configure(AppEventsSettings(exporters=[]), exporters={"busy": Busy()})
+EventStore.publish(Event(event_type="busy.event"))
+time.sleep(0.2)  # the exporter thread is at work
+print("READY", flush=True)
+time.sleep(60)
+sys.exit("SIGTERM did not end the process")
+"""
+
+
+def test_sigterm_reaches_the_main_thread_while_an_exporter_thread_is_busy(tmp_path: Path) -> None:
+    """A signal taken by one of our threads would leave the main thread asleep, the handler unrun (CPython runs
+    it on the main thread only when that thread wakes): the engine's threads block the process's signals."""
+    app = tmp_path / "app.py"
+    app.write_text(BUSY_EXPORTER_APP)
+    for attempt in range(6):  # each one is a chance for the kernel to pick the busy thread
+        process = subprocess.Popen(
+            [sys.executable, str(app)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            assert process.stdout is not None and process.stdout.readline().strip() == "READY"
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=20)  # the drain waits for the busy export (1 s), not for 60 s
+        finally:
+            process.kill()
+        assert process.returncode == 128 + signal.SIGTERM, f"attempt {attempt}: {stderr}"
+
+
+def test_the_engine_threads_block_the_process_signals_and_leave_the_callers_mask_alone(tmp_path: Path) -> None:
+    masks: list[set[int]] = []
+
+    class RecordingMask:
+        def export_events(self, batch: object) -> ExportOutcome:
+            masks.append(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+            return ExportOutcome()
+
+        def shutdown(self) -> None:
+            pass
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    pipeline = configure(
+        AppEventsSettings(exporters=[], spool_path=tmp_path / "spool.db"), exporters={"recording": RecordingMask()}
+    )
+    try:
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before, "the configuring thread's mask is restored"
+        assert EventStore.publish(Event(event_type="masked.event"), wait=True)
+        spool_writer = next(thread for thread in threading.enumerate() if thread.name == "appevents-spool")
+        assert leaves_process_signals_alone(spool_writer)
+    finally:
+        pipeline.shutdown()
+    [exporter_thread_mask] = masks
+    assert exporter_thread_mask >= PROCESS_SIGNALS and not FAULTS & exporter_thread_mask
+
+
+def test_a_pipeline_built_on_first_publish_starts_its_threads_with_the_process_signals_blocked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("APPEVENTS_EXPORTERS", "local")
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert EventStore.publish(Event(event_type="first.event"), wait=True)  # built in the background
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+    [channel] = [thread for thread in threading.enumerate() if thread.name == "appevents-local"]
+    assert leaves_process_signals_alone(channel)
 
 
 def test_sigterm_without_a_pipeline_ends_the_process_as_without_appevents(tmp_path: Path) -> None:

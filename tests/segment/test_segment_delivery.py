@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +21,9 @@ from segment_events import business_event, lifecycle_event
 from appevents import ApplicationEventNames, EventStore, Pipeline, WorkflowStates
 from appevents.testing import CapturedEvents, InMemoryEventExporter
 from appevents_exporter_segment import SegmentExporter
+from appevents_exporter_segment._library import ReportingConsumer
 from support.segment_receiver import SegmentReceiver
+from support.signal_masks import leaves_process_signals_alone
 from support.waiting import wait_until
 
 ConfigureSegment = Callable[..., Pipeline]
@@ -340,3 +343,12 @@ def test_process_exit_delivers_what_is_still_queued(
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert sorted(message["properties"]["i"] for message in segment_receiver.messages) == list(range(50))
+
+
+def test_the_consumer_thread_leaves_the_process_signals_to_the_application(
+    configure_segment: ConfigureSegment, exporter_of: ExporterOf
+) -> None:
+    exporter = exporter_of(configure_segment())
+    consumers = [thread for thread in threading.enumerate() if isinstance(thread, ReportingConsumer)]
+    assert consumers and all(consumer in exporter._client.consumers for consumer in consumers)
+    assert all(leaves_process_signals_alone(consumer) for consumer in consumers)

@@ -20,6 +20,7 @@ from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
+from appevents._threads import process_signals_blocked
 from appevents.bridge._service import ExportService, Reply, ReplyKind
 
 __all__ = ["GrpcListener"]
@@ -114,7 +115,8 @@ class GrpcListener:
             raise OSError(f"cannot listen on {target} for OTLP/gRPC")
 
     def start(self) -> GrpcListener:
-        self._server.start()
+        with process_signals_blocked():  # the server's threads leave the process's signals to the application
+            self._server.start()
         return self
 
     def stop(self, grace_s: float) -> threading.Event:

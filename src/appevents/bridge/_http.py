@@ -46,6 +46,7 @@ from tornado import httputil, iostream, netutil
 from tornado.http1connection import HTTP1Connection
 from tornado.httpserver import HTTPServer
 
+from appevents._threads import start_background_thread
 from appevents.bridge._policy import FULL, Grant
 from appevents.bridge._service import ExportService, Reply, ReplyKind
 
@@ -104,7 +105,7 @@ class HttpListener:
     # -- life cycle (any thread) ---------------------------------------------------------------------------------
     def start(self) -> HttpListener:
         self._thread = threading.Thread(target=self._run, name="appevents-bridge-http", daemon=True)
-        self._thread.start()
+        start_background_thread(self._thread)
         self._ready.wait()
         if self._failed is not None:
             raise self._failed

@@ -42,6 +42,7 @@ from appevents.exporting import (
     encoded_from_record,
     event_from_json,
     safe_url,
+    start_background_thread,
 )
 from appevents_exporter_segment._answers import DELIVERED, Call, Sent, Verdict, verdict_for
 from appevents_exporter_segment._diagnose import diagnose_segment
@@ -146,7 +147,7 @@ class SegmentExporter(LogRecordExporter):
             max_total_backoff_duration=self.settings.max_total_backoff_ms / 1000,
         )
         self._client.consumers = [consumer]
-        consumer.start()
+        start_background_thread(consumer)
 
     def __repr__(self) -> str:
         return f"SegmentExporter(host={safe_url(self.settings.host)!r}, write_key={REDACTED!r})"
