@@ -6,6 +6,7 @@ hint)."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 
@@ -157,4 +158,5 @@ def test_no_room_is_answered_429_with_a_retry_hint_and_nothing_acknowledged_is_l
     wait_until(lambda: len(delivered(receiver)) >= len(acknowledged), timeout_s=30)
     assert sorted(e["event_id"] for e in delivered(receiver)) == sorted(acknowledged)
     assert bridge.terminate() == 0
-    assert "429" not in bridge.log()  # back-pressure is counted, not logged per request
+    # Back-pressure is counted, not logged per request (\b: a listening port such as 45429 is not a status).
+    assert not re.search(r"\b429\b|RESOURCE_EXHAUSTED", bridge.log())
