@@ -13,9 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic_settings import BaseSettings
 
 import appevents
 import appevents.exporting
+from appevents import AppEventsSettings
+from appevents.bridge import BridgeSettings
+from appevents_exporter_dapr import AuthSettings, DaprExporterSettings
+from appevents_exporter_segment import SegmentExporterSettings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -151,3 +156,20 @@ def test_the_library_does_not_import_the_demo_tooling() -> None:
 def test_the_docs_show_only_public_names(document: Path) -> None:
     private = re.findall(r"\bappevents(?:\.\w+)*\._\w+", document.read_text())
     assert not private, f"{document.relative_to(ROOT)} names private modules: {sorted(set(private))}"
+
+
+@pytest.mark.parametrize(
+    ("document", "settings", "shown_as"),
+    [
+        ("README.md", AppEventsSettings, "APPEVENTS_{}"),
+        ("README.md", BridgeSettings, "APPEVENTS_BRIDGE_{}"),
+        ("exporters/dapr/README.md", DaprExporterSettings, "APPEVENTS_DAPR_{}"),
+        ("exporters/dapr/README.md", AuthSettings, "APPEVENTS_AUTH_{}"),
+        ("exporters/segment/README.md", SegmentExporterSettings, "`{}`"),  # its table drops the prefix
+    ],
+    ids=lambda value: getattr(value, "__name__", None) if isinstance(value, type) else None,
+)
+def test_every_setting_is_documented_in_its_readme(document: str, settings: type[BaseSettings], shown_as: str) -> None:
+    text = (ROOT / document).read_text()
+    missing = [name for name in settings.model_fields if shown_as.format(name.upper()) not in text]
+    assert not missing, f"{document} does not document {settings.__name__}: {missing}"
