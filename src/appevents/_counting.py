@@ -1,17 +1,19 @@
 """Counting and reporting helpers shared by the engine and the exporters.
 
 :class:`DeliveryStats` is what :meth:`appevents.EventStore.stats` gives per stage; :class:`LogOnce` keeps
-"failures are counted and logged once, not per event".
+"failures are counted and logged once, not per event"; :class:`EpisodeWarning` does it for a condition that comes
+and goes (a full queue).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-__all__ = ["DeliveryStats", "LogOnce", "drain_reasons"]
+__all__ = ["DeliveryStats", "EpisodeWarning", "LogOnce", "drain_reasons"]
 
 
 def drain_reasons(reasons: deque[str]) -> Counter[str]:
@@ -76,6 +78,39 @@ class LogOnce:
         """Re-arm every cause that starts with ``prefix`` (e.g. every failure of one scope)."""
         for cause in [c for c in list(self._seen) if c.startswith(prefix)]:
             self._seen.pop(cause, None)
+
+
+class EpisodeWarning:
+    """Whether to warn about a condition that comes and goes (a queue full, then drained, then full again): at
+    its first start, then again only at a start that follows its end by at least :attr:`interval_s` after the
+    last warning. Under sustained overload a small queue fills and drains every batch; one warning a minute says
+    it, one per batch would bury the log (the events themselves are counted either way).
+
+    :meth:`starts` is lock-free (a publisher may be a signal handler; two racing publishers may both warn, which
+    is harmless); :meth:`ended` is called by the one thread that sees the condition end.
+    """
+
+    #: Seconds between two warnings about the same condition.
+    interval_s: float = 60.0
+
+    __slots__ = ("_armed", "_warned_at")
+
+    def __init__(self) -> None:
+        self._armed = True
+        self._warned_at = 0.0
+
+    def starts(self) -> bool:
+        """The condition is (still) on: True if this is the time to warn."""
+        if not self._armed:
+            return False
+        self._armed = False
+        self._warned_at = time.monotonic()
+        return True
+
+    def ended(self) -> None:
+        """The condition is off: the next start warns, if :attr:`interval_s` has passed since the last warning."""
+        if not self._armed and time.monotonic() - self._warned_at >= self.interval_s:
+            self._armed = True
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
-from appevents._counting import DeliveryStats, LogOnce, drain_reasons
+from appevents._counting import DeliveryStats, EpisodeWarning, LogOnce, drain_reasons
 from appevents._encoded import EncodedEvent, EventExporter, ExportOutcome
 from appevents._metrics import StageMetrics, instruments_for
 from appevents._spool import Orphan, SpoolReader
@@ -223,7 +223,7 @@ class Channel:
         self._closing = False  # stop once everything is settled
         self._refusing = False  # new events are dropped at the door (shutdown)
         self._log_once = LogOnce(_logger)
-        self._full_warned = False
+        self._full_warning = EpisodeWarning()
         self._spool_reader_factory = spool_reader
         self._sources: list[_Source] = [_Source(spool_owner, 0)] if spool_owner is not None else []
         self._turn = 0  # which source _take reads first next time
@@ -282,11 +282,11 @@ class Channel:
         self._door_drops.append(reason)
         if event.waiter is not None:
             event.waiter.release(False, reason)
-        if not self._full_warned:
-            self._full_warned = True
+        if self._full_warning.starts():
             _logger.warning(
                 "appevents: the %s queue is %s; new events are dropped and counted until it drains "
-                "(raise APPEVENTS_MAX_QUEUE_SIZE, set APPEVENTS_SPOOL_PATH, or check the destination)",
+                "(raise APPEVENTS_MAX_QUEUE_SIZE, set APPEVENTS_SPOOL_PATH, or check the destination; "
+                "said again at most once a minute)",
                 self.name,
                 "closed" if reason == "shutdown" else f"full ({self._max_queue} events)",
             )
@@ -360,7 +360,7 @@ class Channel:
                 if reader is None:
                     self._counts.taken += len(batch)
                 if not self._queue:
-                    self._full_warned = False
+                    self._full_warning.ended()
             return batch, None, 0
         with self._lock:
             sources = [s for s in self._sources if not s.finished]

@@ -13,7 +13,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Sequence
 
-from appevents._counting import DeliveryStats, LogOnce, drain_reasons
+from appevents._counting import DeliveryStats, EpisodeWarning, LogOnce, drain_reasons
 from appevents._encoded import EncodedEvent
 from appevents._engine import SPOOL_STAGE, Channel
 from appevents._metrics import StageMetrics, instruments_for
@@ -64,7 +64,7 @@ class SpoolWriter:
         self.last_seq = 0
         self._closing = False
         self._refusing = False
-        self._full_warned = False
+        self._full_warning = EpisodeWarning()
         self._log_once = LogOnce(_logger)
         self._adopting: dict[str, set[str]] = {}  # orphan → channels still replaying it
         self._saved_cursors: dict[str, dict[str, int]] = {}  # as the last checkpoint saved them
@@ -236,17 +236,17 @@ class SpoolWriter:
 
     def _settle(self, batch: list[EncodedEvent], taken: int, reason: str) -> None:
         refused = len(batch) - taken
-        if refused and not self._full_warned:
-            self._full_warned = True
+        if refused and self._full_warning.starts():
             _logger.warning(
                 "appevents: the spool at %s %s; %d new event(s) dropped and counted (overflow policy: the newest "
-                "are refused; raise APPEVENTS_SPOOL_MAX_BYTES or check the destinations)",
+                "are refused; raise APPEVENTS_SPOOL_MAX_BYTES or check the destinations; said again at most once "
+                "a minute)",
                 self.spool.path,
                 f"is full ({self.spool.max_bytes} bytes)" if reason == "spool_full" else "failed",
                 refused,
             )
         elif not refused:
-            self._full_warned = False
+            self._full_warning.ended()
         self._metrics.exported(taken)
         self._metrics.dropped({reason: refused})
         with self._lock:

@@ -13,6 +13,7 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from opentelemetry.sdk.trace import TracerProvider
 
 from appevents import ConfigurationError, Event, EventStore, configure
+from appevents._counting import EpisodeWarning
 from appevents._records import EVENT_ID_ATTRIBUTE, EVENT_NAME_ATTRIBUTE, event_from_record
 from appevents._settings import AppEventsSettings
 from appevents.testing import InMemoryEventExporter
@@ -175,6 +176,29 @@ def test_full_queue_drops_new_events_counts_them_and_warns_once(caplog: pytest.L
     hanging.release.set()
     assert EventStore.flush_sync(5)
     assert hanging.exported == 11
+
+
+@pytest.mark.parametrize(("interval_s", "warnings"), [(60.0, 1), (0.0, 5)])
+def test_a_queue_full_again_and_again_is_warned_about_once_a_minute_and_every_drop_counted(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, interval_s: float, warnings: int
+) -> None:
+    """Sustained overload of a small queue: full, drained, full again, five times. One warning a minute, not one
+    per episode (with the interval at 0, one per episode: the episodes are real)."""
+    monkeypatch.setattr(EpisodeWarning, "interval_s", interval_s)
+    hanging = HangingExporter()
+    configure(_settings(max_queue_size=4, max_export_batch_size=4), exporters={"hang": hanging})
+    for _ in range(5):
+        hanging.release.clear()
+        hanging.entered.clear()
+        EventStore.publish(Event(event_type="a.b"))
+        assert hanging.entered.wait(5)  # the exporter holds this one; the queue is empty
+        for _ in range(10):
+            EventStore.publish(Event(event_type="a.b"))  # 4 queued, 6 dropped
+        hanging.release.set()
+        assert EventStore.flush_sync(5)  # drained: the episode ends
+    stats = EventStore.stats()["hang"]
+    assert (stats.accepted, stats.delivered, stats.dropped, stats.pending) == (55, 25, 30, 0)
+    assert len([r for r in caplog.records if "queue is full" in r.getMessage()]) == warnings
 
 
 class BlockingProcessor(RecordKeeper):
