@@ -375,7 +375,11 @@ class EventStore:
         ``Event`` — the same fields, validated again — through this copy, which runs on the real modules the way
         the plugin's pass-through makes it run."""
         try:
-            own = Event.model_validate(event.model_dump())
+            # warnings=False: pydantic's serialization warnings about data changed in place quote the value.
+            own = Event.model_validate(event.model_dump(warnings=False))
+        except ValidationError as exc:  # valid when built: changed in place since, as _submit's check catches
+            cls._refuse_invalid(exc, within=())
+            return False
         except Exception as exc:
             cls._counted_refusal(f"error:{type(exc).__name__}")
             cls._state.log_once.failure("sandbox", exc, "taking an event from the workflow sandbox", "not published")
@@ -389,13 +393,15 @@ class EventStore:
         count_refusal(reason)
 
     @classmethod
-    def _refuse_invalid(cls, error: ValidationError) -> None:
+    def _refuse_invalid(cls, error: ValidationError, within: tuple[str, ...] = ("data",)) -> None:
+        """Refuse an event that was valid when built and is not now; ``within``: where ``error``'s locations are
+        (the data alone, or the whole event)."""
         first = error.errors(include_url=False)[0]
         cls._refuse(
             "invalid_data",
             "appevents: an event whose data was changed in place after it was built into something that is not "
             "JSON was refused at publish (%s: %s); further refusals are counted, not logged",
-            field_path(("data", *first["loc"])),
+            field_path((*within, *first["loc"])),
             first["msg"],
         )
 

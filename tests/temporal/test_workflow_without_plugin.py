@@ -7,12 +7,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from appevents import AppEventsSettings, EventStore, configure
 from appevents._sqlite_log import LocalEventLog
-from temporal.readme_workflow import ReadmeWorkflow
+from support.metric_points import Metrics
+from temporal.readme_workflow import ChangedInPlaceWorkflow, ReadmeWorkflow
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -41,3 +43,19 @@ async def test_the_readme_workflow_completes_on_a_worker_without_the_plugin(
     assert stored.data == {"input_size": 3}
     assert (stored.metadata.workflow_type, stored.metadata.workflow_id) == ("ReadmeWorkflow", workflow_id)
     assert stored.metadata.workflow_run_id == handle.result_run_id
+
+
+async def test_data_changed_in_place_into_non_json_in_the_sandbox_is_refused_as_invalid_data(
+    client: Client, task_queue: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, reader: InMemoryMetricReader
+) -> None:
+    configure(AppEventsSettings(exporters=["local"], local_path=tmp_path / "events.db"))
+    async with Worker(client, task_queue=task_queue, workflows=[ChangedInPlaceWorkflow]):  # the default sandbox
+        handle = await client.start_workflow(
+            ChangedInPlaceWorkflow.run, id=f"in-place-{uuid.uuid4()}", task_queue=task_queue
+        )
+        assert await handle.result() is False
+    assert EventStore.unpublished_count() == 1
+    refused = {str(dict(k)["reason"]): v for k, v in Metrics(reader).values("appevents.events.refused").items() if v}
+    assert refused == {"invalid_data": 1}
+    [refusal] = [r.getMessage() for r in caplog.records if "refused at publish" in r.getMessage()]
+    assert "data.ids" in refusal and "{1, 2}" not in refusal, "names the field, never the value"
