@@ -10,7 +10,10 @@ application's threads, as if the library were not there.
 
 Faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS) and SIGABRT are raised in the thread that causes them and
 stay unblocked: blocking them would turn faulthandler's report into a silent kill. Threads a started thread starts
-(an exporter's pool, a client library's worker) inherit its mask.
+(an exporter's pool, a client library's worker) inherit its mask, and so does a process started from one of them
+(``subprocess`` keeps the mask across ``exec``): appevents starts none there, but an exporter that does must give
+its child the signals back (``preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, [])``), or SIGTERM and
+Ctrl-C would not stop it.
 """
 
 from __future__ import annotations

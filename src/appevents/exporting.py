@@ -15,7 +15,9 @@ a test holds both distributions to it. What is here:
 * counting and logging: :class:`DeliveryStats`, :class:`LogOnce` (failures are counted and logged once, not
   per event: :meth:`LogOnce.failure` for "catch, count, log once per exception type");
 * threads it starts itself: :func:`start_background_thread` (the process's signals then go to the
-  application's threads, where their handlers run; the engine's own threads are started so);
+  application's threads, where their handlers run; the engine's own threads, the exporter's included, are started
+  so — a process started from them inherits the blocked signals: give them back to it with
+  ``preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, [])``, or SIGTERM and Ctrl-C will not stop it);
 * registration: an :class:`ExporterFactory` ``(settings) -> exporter | None`` registered in the
   :data:`EXPORTER_ENTRY_POINT_GROUP` entry-point group; ``appevents doctor`` runs its ``diagnose(timeout_s) ->
   list[Check]`` (:class:`Check`, :func:`safe_url` to show a URL without its credentials).
