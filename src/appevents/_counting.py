@@ -81,10 +81,11 @@ class LogOnce:
 
 
 class EpisodeWarning:
-    """Whether to warn about a condition that comes and goes (a queue full, then drained, then full again): at
-    its first start, then again only at a start that follows its end by at least :attr:`interval_s` after the
-    last warning. Under sustained overload a small queue fills and drains every batch; one warning a minute says
-    it, one per batch would bury the log (the events themselves are counted either way).
+    """Whether to warn about a condition that comes and goes (a queue full, then drained, then full again): at its
+    first start, then at a start that follows an end, once :attr:`interval_s` has passed since the last warning.
+    Under sustained overload a small queue fills and drains every batch; one warning a minute says it, one per
+    batch would bury the log (the events themselves are counted either way). A start long after the last warning
+    is warned about however soon after that warning the condition ended.
 
     :meth:`starts` is lock-free (a publisher may be a signal handler; two racing publishers may both warn, which
     is harmless); :meth:`ended` is called by the one thread that sees the condition end.
@@ -93,24 +94,25 @@ class EpisodeWarning:
     #: Seconds between two warnings about the same condition.
     interval_s: float = 60.0
 
-    __slots__ = ("_armed", "_warned_at")
+    __slots__ = ("_ended", "_warned_at")
 
     def __init__(self) -> None:
-        self._armed = True
-        self._warned_at = 0.0
+        self._warned_at: float | None = None
+        self._ended = False
 
     def starts(self) -> bool:
         """The condition is (still) on: True if this is the time to warn."""
-        if not self._armed:
+        now = time.monotonic()
+        warned_at = self._warned_at
+        if warned_at is not None and not (self._ended and now - warned_at >= self.interval_s):
             return False
-        self._armed = False
-        self._warned_at = time.monotonic()
+        self._ended = False
+        self._warned_at = now
         return True
 
     def ended(self) -> None:
-        """The condition is off: the next start warns, if :attr:`interval_s` has passed since the last warning."""
-        if not self._armed and time.monotonic() - self._warned_at >= self.interval_s:
-            self._armed = True
+        """The condition is off: a later start may warn again."""
+        self._ended = True
 
 
 @dataclass(frozen=True)

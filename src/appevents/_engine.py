@@ -224,6 +224,7 @@ class Channel:
         self._refusing = False  # new events are dropped at the door (shutdown)
         self._log_once = LogOnce(_logger)
         self._full_warning = EpisodeWarning()
+        self._closed_warning = EpisodeWarning()  # its own: a recent "full" must not silence "closed"
         self._spool_reader_factory = spool_reader
         self._sources: list[_Source] = [_Source(spool_owner, 0)] if spool_owner is not None else []
         self._turn = 0  # which source _take reads first next time
@@ -282,13 +283,14 @@ class Channel:
         self._door_drops.append(reason)
         if event.waiter is not None:
             event.waiter.release(False, reason)
-        if self._full_warning.starts():
+        closed = reason == "shutdown"
+        if (self._closed_warning if closed else self._full_warning).starts():
             _logger.warning(
                 "appevents: the %s queue is %s; new events are dropped and counted until it drains "
                 "(raise APPEVENTS_MAX_QUEUE_SIZE, set APPEVENTS_SPOOL_PATH, or check the destination; "
                 "said again at most once a minute)",
                 self.name,
-                "closed" if reason == "shutdown" else f"full ({self._max_queue} events)",
+                "closed" if closed else f"full ({self._max_queue} events)",
             )
         if not self._wake.is_set():
             self._wake.set()

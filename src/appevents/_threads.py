@@ -44,11 +44,22 @@ def process_signals_blocked() -> Iterator[None]:
     if mask is None:
         yield
         return
-    previous = mask(signal.SIG_BLOCK, _process_signals())
+    # Read first, block inside the try: CPython runs pending Python handlers when pthread_sigmask returns, and one
+    # that raises (KeyboardInterrupt, SystemExit) right after the block must still find the mask restored.
+    previous = mask(signal.SIG_BLOCK, ())
     try:
+        mask(signal.SIG_BLOCK, _process_signals())
         yield
     finally:
         mask(signal.SIG_SETMASK, previous)
+
+
+def block_process_signals() -> None:
+    """Block the process-directed signals in the calling thread for good: for a thread created by code that is
+    not ours to start (a ``ThreadPoolExecutor``'s ``initializer``, whichever thread submits first)."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is not None:
+        mask(signal.SIG_BLOCK, _process_signals())
 
 
 def start_background_thread(thread: threading.Thread) -> threading.Thread:

@@ -14,10 +14,12 @@ a test holds both distributions to it. What is here:
   itself);
 * counting and logging: :class:`DeliveryStats`, :class:`LogOnce` (failures are counted and logged once, not
   per event: :meth:`LogOnce.failure` for "catch, count, log once per exception type");
-* threads it starts itself: :func:`start_background_thread` (the process's signals then go to the
-  application's threads, where their handlers run; the engine's own threads, the exporter's included, are started
-  so — a process started from them inherits the blocked signals: give them back to it with
-  ``preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, [])``, or SIGTERM and Ctrl-C will not stop it);
+* threads it starts itself: :func:`start_background_thread`, or :func:`block_process_signals` as a thread
+  pool's ``initializer`` (its workers are created by whichever thread submits first). The process's signals then
+  go to the application's threads, where their handlers run; the engine's own threads, the one an exporter runs
+  on included, are started so. A process started from them inherits the blocked signals: give them back to it
+  with ``preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, [])``, or SIGTERM and Ctrl-C will not
+  stop it;
 * registration: an :class:`ExporterFactory` ``(settings) -> exporter | None`` registered in the
   :data:`EXPORTER_ENTRY_POINT_GROUP` entry-point group; ``appevents doctor`` runs its ``diagnose(timeout_s) ->
   list[Check]`` (:class:`Check`, :func:`safe_url` to show a URL without its credentials).
@@ -65,7 +67,7 @@ from appevents._records import (
 )
 from appevents._registry import EXPORTER_ENTRY_POINT_GROUP, ExporterFactory
 from appevents._settings import AppEventsSettings
-from appevents._threads import start_background_thread
+from appevents._threads import block_process_signals, start_background_thread
 
 __all__ = [
     "EVENT_ID_ATTRIBUTE",
@@ -80,6 +82,7 @@ __all__ = [
     "ExportOutcome",
     "ExporterFactory",
     "LogOnce",
+    "block_process_signals",
     "encode_event",
     "encoded_from_record",
     "event_from_json",

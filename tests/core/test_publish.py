@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -17,6 +18,7 @@ from appevents._counting import EpisodeWarning
 from appevents._records import EVENT_ID_ATTRIBUTE, EVENT_NAME_ATTRIBUTE, event_from_record
 from appevents._settings import AppEventsSettings
 from appevents.testing import InMemoryEventExporter
+from support.waiting import wait_until
 
 
 class RecordKeeper(LogRecordProcessor):
@@ -199,6 +201,51 @@ def test_a_queue_full_again_and_again_is_warned_about_once_a_minute_and_every_dr
     stats = EventStore.stats()["hang"]
     assert (stats.accepted, stats.delivered, stats.dropped, stats.pending) == (55, 25, 30, 0)
     assert len([r for r in caplog.records if "queue is full" in r.getMessage()]) == warnings
+
+
+class PermitExporter(LogRecordExporter):
+    """Each export waits for one permit."""
+
+    def __init__(self) -> None:
+        self.permits = threading.Semaphore(0)
+        self.waiting = threading.Semaphore(0)  # released as each export starts waiting
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        self.waiting.release()
+        self.permits.acquire(timeout=30)
+        return LogRecordExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        self.permits.release(100)
+
+
+def test_a_queue_full_again_a_while_after_a_short_episode_is_warned_about_again(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first episode ends at once, and the exporter hangs again on the next event; the queue fills again
+    after the interval and never drains: that episode is warned about too."""
+    monkeypatch.setattr(EpisodeWarning, "interval_s", 0.5)
+    exporter = PermitExporter()
+    configure(_settings(max_queue_size=4, max_export_batch_size=4), exporters={"permits": exporter})
+    EventStore.publish(Event(event_type="a.b"))
+    assert exporter.waiting.acquire(timeout=5)  # the exporter holds the first event
+    for _ in range(10):
+        EventStore.publish(Event(event_type="a.b"))  # full: 4 queued, 6 dropped, warned
+    exporter.permits.release(2)  # the first export, then the four queued: the queue is empty, the episode over
+    wait_until(lambda: EventStore.stats()["permits"].pending == 0, timeout_s=5)
+    assert exporter.waiting.acquire(timeout=5)  # the second export had started
+    EventStore.publish(Event(event_type="a.b"))
+    assert exporter.waiting.acquire(timeout=5)  # ... and hangs on the next event, within the interval
+    time.sleep(0.6)
+    for _ in range(10):
+        EventStore.publish(Event(event_type="a.b"))  # full again, after the interval
+    assert len([r for r in caplog.records if "queue is full" in r.getMessage()]) == 2
+    stats = EventStore.stats()["permits"]
+    assert (stats.accepted, stats.dropped, stats.pending) == (22, 12, 5)  # pending: one in the export, four queued
+    exporter.permits.release(100)
 
 
 class BlockingProcessor(RecordKeeper):

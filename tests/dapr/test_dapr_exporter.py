@@ -16,6 +16,7 @@ import pytest
 
 from appevents import AppEventsSettings, Event, EventMetadata, EventStore, configure
 from appevents._demo.events import example_events
+from appevents.exporting import encode_event
 from appevents_exporter_dapr import (
     ClientCredentialsTokenProvider,
     DaprExporter,
@@ -24,6 +25,7 @@ from appevents_exporter_dapr import (
 )
 from appevents_exporter_dapr import _sidecar as sidecar_module
 from support.dapr_sidecar import DaprSidecar, HttpReceiver
+from support.signal_masks import leaves_process_signals_alone
 from support.token_server import TokenServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -597,3 +599,21 @@ def test_entry_points_build_the_exporter_from_the_environment(sidecar: DaprSidec
     assert exporter.mode.value == "batch"
     assert sidecar.metadata_calls == 0  # construction talks to nobody
     exporter.shutdown()
+
+
+def test_the_sending_threads_block_the_process_signals_whichever_thread_exports_first(
+    sidecar: DaprSidecar, receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the OpenTelemetry route the SDK's batch thread (or the application's own) exports first, and creates the
+    pool's workers: they block the process's signals themselves."""
+    sidecar.register("eventstore", "bindings.http", receiver.url)
+    for name, value in sidecar.env().items():
+        monkeypatch.setenv(name, value)
+    exporter = DaprExporter(header_provider=None)
+    try:
+        outcome = exporter.export_events([encode_event(e) for e in numbered_events(4)])  # from this thread
+        assert (outcome.failed, outcome.dropped, outcome.retry) == ([], [], [])
+        workers = [thread for thread in threading.enumerate() if thread.name.startswith("appevents-dapr")]
+        assert workers and all(leaves_process_signals_alone(worker) for worker in workers)
+    finally:
+        exporter.shutdown()

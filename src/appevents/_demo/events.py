@@ -19,6 +19,7 @@ from appevents._event_table import format_row, table_header
 from appevents._models import ApplicationEventNames, Event
 from appevents._settings import AppEventsSettings
 from appevents._sqlite_log import LocalEventLog
+from appevents._threads import start_background_thread
 
 __all__ = ["example_events", "run_demo"]
 
@@ -104,7 +105,7 @@ class _Watcher:
         self._thread = threading.Thread(target=self._run, name="appevents-demo-watcher", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        start_background_thread(self._thread)
 
     def _poll(self) -> None:
         for row in self._log.query(after_seq=self.last_seq):

@@ -96,26 +96,29 @@ class GrpcListener:
         max_concurrent_requests: int,
         credentials: grpc.ServerCredentials | None = None,
     ) -> None:
-        self._server = grpc.server(
-            ThreadPoolExecutor(max_workers=max_concurrent_requests + 2, thread_name_prefix="appevents-bridge-grpc"),
-            maximum_concurrent_rpcs=max_concurrent_requests * 2,
-            options=[
-                ("grpc.max_receive_message_length", max_body_bytes),
-                ("grpc.so_reuseport", 0),
-            ],
-        )
-        self._server.add_generic_rpc_handlers((_LogsService(service, max_concurrent_requests).handler(),))
-        host, port = address
-        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if credentials is None:
-            self.port = self._server.add_insecure_port(target)
-        else:
-            self.port = self._server.add_secure_port(target, credentials)
+        # gRPC starts its core threads here, the serving thread in start(): both leave the process's signals to the
+        # application (see appevents._threads).
+        with process_signals_blocked():
+            self._server = grpc.server(
+                ThreadPoolExecutor(max_workers=max_concurrent_requests + 2, thread_name_prefix="appevents-bridge-grpc"),
+                maximum_concurrent_rpcs=max_concurrent_requests * 2,
+                options=[
+                    ("grpc.max_receive_message_length", max_body_bytes),
+                    ("grpc.so_reuseport", 0),
+                ],
+            )
+            self._server.add_generic_rpc_handlers((_LogsService(service, max_concurrent_requests).handler(),))
+            host, port = address
+            target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            if credentials is None:
+                self.port = self._server.add_insecure_port(target)
+            else:
+                self.port = self._server.add_secure_port(target, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {target} for OTLP/gRPC")
 
     def start(self) -> GrpcListener:
-        with process_signals_blocked():  # the server's threads leave the process's signals to the application
+        with process_signals_blocked():
             self._server.start()
         return self
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from appevents.exporting import EncodedEvent, ExportOutcome, LogOnce
+from appevents.exporting import EncodedEvent, ExportOutcome, LogOnce, block_process_signals
 from appevents_exporter_dapr._auth import AuthError, HeaderProvider, RefreshableHeaderProvider
 from appevents_exporter_dapr._failures import (
     EntryRefused,
@@ -155,7 +155,13 @@ class Dispatcher:
         with self._pool_lock:
             if not self.stopping.is_set():
                 if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self._settings.max_in_flight, thread_name_prefix=THREAD_PREFIX)
+                    # Its workers are created by whichever thread exports first (on the OpenTelemetry route, the
+                    # SDK's batch thread): each blocks the process's signals itself.
+                    self._pool = ThreadPoolExecutor(
+                        self._settings.max_in_flight,
+                        thread_name_prefix=THREAD_PREFIX,
+                        initializer=block_process_signals,
+                    )
                 pool = self._pool
                 self._counters.calls += len(chunks)
                 return [(pool.submit(send, chunk), chunk) for chunk in chunks]
