@@ -101,10 +101,13 @@ class EpisodeWarning:
         self._ended = False
 
     def starts(self) -> bool:
-        """The condition is (still) on: True if this is the time to warn."""
-        now = time.monotonic()
+        """The condition is (still) on: True if this is the time to warn. Called on every event dropped, on the
+        publisher's path: without an end since the last warning it answers from one attribute, no clock read."""
         warned_at = self._warned_at
-        if warned_at is not None and not (self._ended and now - warned_at >= self.interval_s):
+        if warned_at is not None and not self._ended:
+            return False
+        now = time.monotonic()
+        if warned_at is not None and now - warned_at < self.interval_s:
             return False
         self._ended = False
         self._warned_at = now
