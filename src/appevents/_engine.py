@@ -283,14 +283,20 @@ class Channel:
         self._door_drops.append(reason)
         if event.waiter is not None:
             event.waiter.release(False, reason)
-        closed = reason == "shutdown"
-        if (self._closed_warning if closed else self._full_warning).starts():
+        if reason == "shutdown":
+            if self._closed_warning.starts():
+                _logger.warning(
+                    "appevents: the %s channel is shut down; events that reach it from now on (published while "
+                    "EventStore.shutdown() ran, or during interpreter exit) are dropped and counted",
+                    self.name,
+                )
+        elif self._full_warning.starts():
             _logger.warning(
-                "appevents: the %s queue is %s; new events are dropped and counted until it drains "
+                "appevents: the %s queue is full (%d events); new events are dropped and counted until it drains "
                 "(raise APPEVENTS_MAX_QUEUE_SIZE, set APPEVENTS_SPOOL_PATH, or check the destination; "
                 "said again at most once a minute)",
                 self.name,
-                "closed" if closed else f"full ({self._max_queue} events)",
+                self._max_queue,
             )
         if not self._wake.is_set():
             self._wake.set()
