@@ -123,3 +123,23 @@ def test_ctrl_c_while_waiting_for_the_frontend_stops_it_and_raises_keyboard_inte
     assert word == "INTERRUPTED"
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", int(port)), timeout=0.5).close()
+
+
+def test_a_server_that_accepts_and_never_answers_times_out_at_the_deadline(tmp_path: Path) -> None:
+    binary = tmp_path / "temporal"
+    binary.write_text(
+        f"#!{sys.executable}\n"
+        "import socket, sys, time\n"
+        "listener = socket.create_server(('127.0.0.1', int(sys.argv[sys.argv.index('--port') + 1])))\n"
+        "held = []\n"
+        "while True:\n"
+        "    held.append(listener.accept()[0])  # accepted, never answered\n"
+    )
+    binary.chmod(0o755)
+    server = DevServer(binary=str(binary), startup_timeout_s=2.0)
+    started = time.monotonic()
+
+    with pytest.raises(TimeoutError, match="still refuses clients"):
+        server.start()
+
+    assert time.monotonic() - started < 10  # the deadline holds; a connect that never completes does not

@@ -159,9 +159,13 @@ async def _until_serving(address: str, deadline: float, raise_if_exited: Callabl
         raise_if_exited()
         try:
             # The connect a Client makes: it calls GetSystemInfo, which the frontend refuses until it is healthy.
-            await ServiceClient.connect(ConnectConfig(target_host=address))
+            # Bounded by what is left of the deadline: a server that accepts and never answers must not hang us.
+            connect = ServiceClient.connect(ConnectConfig(target_host=address))
+            await asyncio.wait_for(connect, timeout=max(0.1, deadline - time.monotonic()))
             return
-        except RuntimeError as refusal:  # temporalio reports a failed connect as text only, with no status to test
+        except (RuntimeError, TimeoutError) as refusal:  # temporalio's failed connect is text only, no status
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"temporal dev server on {address} still refuses clients: {refusal}") from None
+                raise TimeoutError(
+                    f"temporal dev server on {address} still refuses clients: {refusal or 'no answer'}"
+                ) from None
         await asyncio.sleep(0.05)
