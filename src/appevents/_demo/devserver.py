@@ -166,6 +166,6 @@ async def _until_serving(address: str, deadline: float, raise_if_exited: Callabl
         except (RuntimeError, TimeoutError) as refusal:  # temporalio's failed connect is text only, no status
             if time.monotonic() >= deadline:
                 raise TimeoutError(
-                    f"temporal dev server on {address} still refuses clients: {refusal or 'no answer'}"
+                    f"temporal dev server on {address} still refuses clients: {str(refusal) or 'no answer'}"
                 ) from None
         await asyncio.sleep(0.05)
